@@ -1,0 +1,54 @@
+# drvd-pipeline. `make demo` runs offline on the bundled sample; `make test` runs the tests.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+MODEL  ?= qwen
+DATA   ?= $(DRVD_DATA)
+OUT    ?= runs
+SAMPLE := pipeline/sample
+
+.PHONY: setup demo test eval score lint fmt bench clean-cache clean
+
+setup: $(STAMP)
+
+# Re-install whenever pyproject.toml changes; works on a fresh machine with only PyPI reachable.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..."; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random
+
+test: setup
+	$(PY) -m pytest
+
+eval: setup
+	@test -n "$(DATA)" || { echo "usage: make eval MODEL=qwen DATA=/path/to/DrVD-Bench (or set DRVD_DATA)"; exit 2; }
+	$(PY) -m pipeline eval --model $(MODEL) --data $(DATA) --out $(OUT) $(ARGS)
+
+score: setup
+	@test -n "$(RUN)" || { echo "usage: make score RUN=runs/<name>"; exit 2; }
+	$(PY) -m pipeline score $(RUN)
+
+lint: setup
+	$(VENV)/bin/ruff format --check pipeline tests scripts
+	$(VENV)/bin/ruff check pipeline tests scripts
+	$(VENV)/bin/mypy pipeline
+
+fmt: setup
+	$(VENV)/bin/ruff format pipeline tests scripts
+	$(VENV)/bin/ruff check --fix pipeline tests scripts
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean-cache:
+	rm -rf cache/responses cache/images
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

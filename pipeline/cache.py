@@ -1,0 +1,103 @@
+"""On-disk response cache keyed by a hash of the canonical request.
+
+The key covers what changes the answer (model, endpoint, prompt version, system and user text,
+the image's file digest and preprocessing, sampling parameters) and nothing else: never the API
+key, timeouts, retries or concurrency. Entries are JSON files written to a temporary name and
+then renamed, so a `kill -9` never leaves half an entry and two processes can share one cache.
+Errors are never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.records import ChatRequest, Completion
+
+CACHE_VERSION = "drvd-cache-1"
+
+
+def request_key(
+    *,
+    model: str,
+    endpoint: str,
+    protocol_version: str,
+    request: ChatRequest,
+    image_digest: str,
+    legacy_mime: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    epoch: int = 0,
+) -> str:
+    """Return the cache key of one request: a versioned blake2b of canonical JSON."""
+    canonical = {
+        "model": model,
+        "endpoint": endpoint,
+        "protocol": protocol_version,
+        "system": request.system,
+        "text": request.text,
+        "image": [image_digest, request.image.max_dim, request.image.quality, legacy_mime],
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "extra": dict(extra or {}),
+        "epoch": epoch,
+    }
+    digest = hashlib.blake2b(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS), digest_size=20)
+    return f"{CACHE_VERSION}-{digest.hexdigest()}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResponseCache:
+    """Completions stored one file per key under `root/responses/<2 hex>/<key>.json`."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "responses"
+
+    def _path(self, key: str) -> Path:
+        return self.dir / key[-2:] / f"{key}.json"
+
+    def get(self, key: str) -> Completion | None:
+        """Return the stored completion, or None on a miss or an unreadable entry."""
+        try:
+            data = orjson.loads(self._path(key).read_bytes())
+            return Completion(**data["completion"])
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, completion: Completion) -> None:
+        """Store a successful completion durably (callers never store errors)."""
+        write_atomic(self._path(key), orjson.dumps({"key": key, "completion": asdict(completion)}))
+
+    def stats(self) -> dict[str, int]:
+        """Count entries and bytes."""
+        entries = size = 0
+        if self.dir.exists():
+            for path in self.dir.glob("*/*.json"):
+                entries += 1
+                size += path.stat().st_size
+        return {"entries": entries, "bytes": size}
+
+    def clear(self) -> int:
+        """Delete every entry; return how many there were."""
+        count = self.stats()["entries"]
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return count

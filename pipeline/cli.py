@@ -1,0 +1,179 @@
+"""Command line: `drvd eval | score | cache | models`. The only place that maps errors to exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from pipeline.cache import ResponseCache
+from pipeline.config import DEFAULT_OUT, KNOBS, PROTOCOLS, cache_dir, load_config
+from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
+from pipeline.providers import MODELS
+from pipeline.records import FILES
+from pipeline.report import SUMMARY_NAME, render, score_run, write_summary
+from pipeline.runner import EXIT_FATAL, EXIT_USAGE, run_eval
+
+EXIT_INTERRUPTED = 130
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+
+def _env_help() -> str:
+    lines = ["environment (a flag beats its variable, which beats the default):"]
+    for knob in KNOBS:
+        default = "model's default" if knob.default is None else knob.default
+        lines.append(f"  {knob.env:<17} {knob.help} (default: {default})")
+    lines += [
+        "  DRVD_API_KEY      key for any model; overrides the provider's own variable",
+        "  DASHSCOPE_API_KEY, DEEPSEEK_API_KEY, OPENAI_API_KEY   provider keys",
+        "",
+        "exit status: 0 every row answered; 1 some rows failed (rerun to retry them);",
+        "             2 usage or config error; 3 a fatal API error stopped the run; 130 Ctrl-C",
+        "",
+        f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="drvd",
+        description="Evaluate vision-language models on DrVD-Bench: fast, resumable, cached.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser(
+        "eval",
+        help="run a model over the dataset (resumes if the run exists)",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
+    ev.add_argument("--data", type=Path, help="DrVD-Bench directory (DRVD_DATA)")
+    ev.add_argument("--files", help=f"comma-separated stems (default: all of {','.join(FILES)})")
+    ev.add_argument("--limit", type=int, help="only the first N rows of each file")
+    ev.add_argument("--out", type=Path, help=f"results folder (default: {DEFAULT_OUT}/)")
+    ev.add_argument("--run-name", help="run folder name (default: derived from the model)")
+    ev.add_argument("--protocol", choices=PROTOCOLS, help="official (default) or notebook")
+    ev.add_argument("--base-url", help="OpenAI-compatible endpoint (DRVD_BASE_URL)")
+    ev.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
+    ev.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
+    ev.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
+    ev.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
+    ev.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    ev.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
+    ev.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ev.add_argument("--seed", type=int, help="seed of the random baseline (default 0)")
+    ev.add_argument(
+        "--legacy-mime",
+        action="store_true",
+        help="label re-encoded PNGs image/png (official quirk)",
+    )
+    ev.add_argument("--quiet", action="store_true", help="no progress display")
+
+    sc = sub.add_parser("score", help="re-score a finished run folder offline")
+    sc.add_argument("run_dir", type=Path)
+
+    ca = sub.add_parser("cache", help="inspect or clear the response cache")
+    ca.add_argument("action", choices=("stats", "clear"))
+    ca.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
+
+    sub.add_parser("models", help="list model aliases")
+    return parser
+
+
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    cfg = load_config(vars(args))
+    console.print(
+        f"[bold]drvd eval[/] model={cfg.spec.alias} ({cfg.spec.model}) data={cfg.data} "
+        f"protocol={cfg.protocol} concurrency={cfg.concurrency} → {cfg.run_dir}",
+        highlight=False,
+    )
+    try:
+        result = _run(run_eval(cfg, show_progress=not args.quiet))
+    except KeyboardInterrupt:
+        summary = score_run(cfg.run_dir, model=cfg.spec.alias)
+        write_summary(cfg.run_dir, summary)
+        render(summary, console)
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    render(result.summary, console)
+    console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
+    if result.fatal:
+        print(f"error: stopped: {result.fatal}", file=sys.stderr)
+    elif result.exit_code:
+        failed = result.summary["usage"]["failed_rows"]
+        print(f"{failed} rows failed: rerun the same command to retry them", file=sys.stderr)
+    return int(result.exit_code)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _score(args: argparse.Namespace, console: Console) -> int:
+    if not args.run_dir.is_dir():
+        msg = f"{args.run_dir}: no such run folder"
+        raise ConfigError(msg)
+    previous = args.run_dir / SUMMARY_NAME
+    # Keep what only the run knew (its usage counters, invalid input rows).
+    old = orjson.loads(previous.read_bytes()) if previous.exists() else {}
+    extra = {"run": old["run"]} if old.get("run") else None
+    summary = score_run(args.run_dir, usage=old.get("usage"), extra=extra)
+    write_summary(args.run_dir, summary)
+    render(summary, console)
+    return 0
+
+
+def _cache(args: argparse.Namespace, console: Console) -> int:
+    root = cache_dir(args.cache_dir)
+    cache = ResponseCache(root)
+    if args.action == "clear":
+        console.print(f"removed {cache.clear()} cached responses from {root}")
+    else:
+        stats = cache.stats()
+        console.print(f"{root}: {stats['entries']} responses, {stats['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def _models(console: Console) -> int:
+    for spec in MODELS.values():
+        where = spec.base_url or "offline"
+        key = spec.key_env or "-"
+        console.print(f"{spec.alias:<10} {spec.model:<26} {key:<18} {where}", highlight=False)
+    console.print("openai:<id> any OpenAI-compatible server, with --base-url (key: DRVD_API_KEY)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "eval":
+            return _eval(args, console)
+        if args.command == "score":
+            return _score(args, console)
+        if args.command == "cache":
+            return _cache(args, console)
+        return _models(console)
+    except FatalAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,185 @@
+"""Send one chat request to an OpenAI-compatible endpoint and return a `Completion` or raise.
+
+Every failure leaves as an `APIError` subclass (see `pipeline.errors`): transport problems and
+unusable bodies as `RetryableError`, HTTP errors as `retry.classify` decides. The API key is only
+ever placed in the Authorization header; it is scrubbed from any text that reaches an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from pipeline.errors import RetryableError
+from pipeline.records import ChatRequest, Completion
+from pipeline.retry import classify, classify_transport
+
+DEFAULT_TIMEOUT = 120.0
+_KEEPALIVE = 30.0
+
+
+class ChatClient(Protocol):
+    """Anything that can answer a `ChatRequest` whose image is already a URL."""
+
+    async def complete(self, request: ChatRequest, image_url: str) -> Completion:
+        """Return the model's reply or raise an `APIError` subclass."""
+        ...
+
+
+def build_payload(
+    model: str,
+    request: ChatRequest,
+    image_url: str,
+    extra_body: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the OpenAI chat-completions body: system, then user text before the image."""
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": request.system},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": request.text},
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                ],
+            },
+        ],
+    }
+    # Unset sampling fields stay out of the body so the provider default applies (official
+    # protocol for visual_evidence_qa sends neither).
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        payload["max_tokens"] = request.max_tokens
+    if extra_body:
+        payload.update(extra_body)
+    return payload
+
+
+def make_session(concurrency: int) -> aiohttp.ClientSession:
+    """Return a session pooling `concurrency` connections; call it inside the running loop."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=concurrency, keepalive_timeout=_KEEPALIVE
+    )
+    # No session-wide total timeout: each request sets its own, so one deadline covers one attempt.
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+class OpenAIClient:
+    """`ChatClient` for OpenAI, DashScope compatible mode, DeepSeek and self-hosted servers."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str,
+        provider: str = "openai",
+        timeout: float = DEFAULT_TIMEOUT,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.provider = provider
+        self.timeout = timeout
+        self._session = session
+        self._url = f"{self.base_url}/chat/completions"
+        self._extra_body = dict(extra_body or {})
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # Self-hosted servers often need no key; sending "Bearer " would be malformed.
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._secret = api_key.encode() if api_key else None
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIClient(provider={self.provider!r}, base_url={self.base_url!r}, "
+            f"model={self.model!r}, timeout={self.timeout!r})"
+        )
+
+    async def complete(self, request: ChatRequest, image_url: str) -> Completion:
+        """POST one chat completion; return the reply or raise an `APIError` subclass."""
+        data = orjson.dumps(build_payload(self.model, request, image_url, self._extra_body))
+        where = f"{self.provider} {self._url}"
+        try:
+            async with self._session.post(
+                self._url,
+                data=data,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise classify_transport(exc, where=where, timeout=self.timeout) from exc
+
+        if self._secret:  # a misbehaving gateway may echo the key; it must not reach a message
+            raw = raw.replace(self._secret, b"***")
+        if status >= 400:
+            raise classify(self.provider, status, raw, headers)
+        request_id = headers.get("x-request-id")
+        return self._parse(raw, status, headers, request_id, where)
+
+    def _parse(
+        self,
+        raw: bytes,
+        status: int,
+        headers: Mapping[str, str],
+        request_id: str | None,
+        where: str,
+    ) -> Completion:
+        """Turn a 2xx body into a `Completion`; an unusable body is retryable."""
+        # DeepSeek's queue sends blank lines before the JSON; only blank lines means it gave up.
+        text = raw.strip()
+        if not text:
+            msg = f"{where}: HTTP {status} with an empty body (queue gave up?)."
+            raise RetryableError(msg, status=status, request_id=request_id)
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            snippet = text[:120].decode("utf-8", "replace")
+            msg = f"{where}: HTTP {status} body is not JSON: {snippet!r}"
+            raise RetryableError(msg, status=status, request_id=request_id) from exc
+        if not isinstance(body, dict):
+            msg = f"{where}: HTTP {status} body is not a JSON object."
+            raise RetryableError(msg, status=status, request_id=request_id)
+        request_id = request_id or _opt_str(body.get("id"))
+        if "error" in body and not body.get("choices"):
+            # Some gateways wrap a provider error in a 200; classify it like any other error.
+            raise classify(self.provider, status, body, headers)
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            msg = f"{where}: HTTP {status} answer has no choices."
+            raise RetryableError(msg, status=status, request_id=request_id)
+        usage = body.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
+        return Completion(
+            text=_content(choices[0]),
+            model=_opt_str(body.get("model")),
+            request_id=request_id,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+        )
+
+
+def _content(choice: Mapping[str, Any]) -> str:
+    """Return the message text; None (refusal, tool call) becomes ""."""
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):  # some servers return content parts even for text
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,178 @@
+"""Run configuration from one place: command-line flag beats DRVD_* variable beats default.
+
+Nothing else in the package reads os.environ.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.providers import ModelSpec, resolve_model
+from pipeline.records import FILES
+
+DEFAULT_OUT = Path("runs")
+DEFAULT_CACHE_DIR = Path("cache")
+DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
+DEFAULT_TIMEOUT = 120.0  # seconds per attempt, from the moment the request is sent
+DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
+DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
+PROTOCOLS = ("official", "notebook")
+
+
+@dataclass(frozen=True, slots=True)
+class Knob:
+    """One tunable setting: its flag destination, variable, parser and help."""
+
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    default: Any = None  # None: the model's default (see providers.MODELS)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+KNOBS = (
+    Knob("concurrency", "DRVD_CONCURRENCY", _positive_int, "requests in flight"),
+    Knob("rpm", "DRVD_RPM", _positive_float, "requests per minute (per attempt)"),
+    Knob("tpm", "DRVD_TPM", _positive_float, "tokens per minute (estimated per request)"),
+    Knob(
+        "max_retries", "DRVD_MAX_RETRIES", _non_negative_int, "retries per row", DEFAULT_MAX_RETRIES
+    ),
+    Knob("timeout", "DRVD_TIMEOUT", _positive_float, "seconds per attempt", DEFAULT_TIMEOUT),
+    Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
+    Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory"),
+    Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> (or to override)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    """Everything one evaluation run needs; built by `load_config`."""
+
+    spec: ModelSpec
+    data: Path
+    files: tuple[str, ...]
+    out: Path
+    run_name: str
+    protocol: str = "official"
+    limit: int | None = None
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    row_deadline: float = DEFAULT_ROW_DEADLINE
+    fail_streak: int = DEFAULT_FAIL_STREAK
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    use_cache: bool = True
+    seed: int = 0
+    legacy_mime: bool = False
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        """Return the folder that holds this run's results and summary."""
+        return self.out / self.run_name
+
+
+def _knob_value(knob: Knob, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    if flags.get(knob.name) is not None:
+        return flags[knob.name]
+    raw = env.get(knob.env, "").strip()
+    if not raw:
+        return knob.default
+    try:
+        return knob.parse(raw)
+    except ValueError as exc:
+        msg = f"{knob.env}={raw!r} is not valid: {exc}"
+        raise ConfigError(msg) from exc
+
+
+def default_run_name(model: str) -> str:
+    """Derive a folder-safe run name from a model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "run"
+
+
+def _parse_files(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return FILES
+    stems = tuple(s.strip().removesuffix(".jsonl") for s in text.split(",") if s.strip())
+    unknown = [s for s in stems if s not in FILES]
+    if unknown:
+        msg = f"--files: unknown file {unknown[0]!r}; choose from {','.join(FILES)}"
+        raise ConfigError(msg)
+    return stems
+
+
+def api_key_for(spec: ModelSpec, env: Mapping[str, str]) -> str | None:
+    """Return the key for a remote model: DRVD_API_KEY overrides the provider's variable."""
+    key = env.get("DRVD_API_KEY") or (env.get(spec.key_env) if spec.key_env else None)
+    if spec.remote and spec.key_env and not key:
+        msg = f"model {spec.alias!r} needs an API key: set {spec.key_env} (or DRVD_API_KEY)"
+        raise ConfigError(msg)
+    return key or None
+
+
+def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EvalConfig:
+    """Build the run configuration from parsed flags and the environment."""
+    env = os.environ if env is None else env
+    values = {k.name: _knob_value(k, flags, env) for k in KNOBS}
+    spec = resolve_model(flags["model"], base_url=values["base_url"])
+    if values["data"] is None:
+        msg = "no dataset: pass --data DIR or set DRVD_DATA"
+        raise ConfigError(msg)
+    protocol = flags.get("protocol") or "official"
+    if protocol not in PROTOCOLS:
+        msg = f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}"
+        raise ConfigError(msg)
+    return EvalConfig(
+        spec=spec,
+        data=Path(values["data"]),
+        files=_parse_files(flags.get("files")),
+        out=Path(flags.get("out") or DEFAULT_OUT),
+        run_name=flags.get("run_name") or default_run_name(spec.alias),
+        protocol=protocol,
+        limit=flags.get("limit"),
+        concurrency=values["concurrency"] or spec.concurrency,
+        rpm=values["rpm"] or spec.rpm,
+        tpm=values["tpm"] or spec.tpm,
+        max_retries=values["max_retries"],
+        timeout=values["timeout"],
+        cache_dir=Path(values["cache_dir"]),
+        use_cache=not flags.get("no_cache", False),
+        seed=flags.get("seed") or 0,
+        legacy_mime=bool(flags.get("legacy_mime", False)),
+        api_key=api_key_for(spec, env),
+    )
+
+
+def cache_dir(flag: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """Return the response-cache folder: `--cache-dir`, else DRVD_CACHE_DIR, else `cache/`."""
+    knob = next(k for k in KNOBS if k.name == "cache_dir")
+    return Path(_knob_value(knob, {"cache_dir": flag}, os.environ if env is None else env))

@@ -1,0 +1,176 @@
+"""Answering one row: the offline `random` model, or an API model through cache and retries.
+
+For an API model the order is: cache lookup (free: no slot, no token, no encoding) → encode the
+image off the event loop → per attempt: take an in-flight slot, wait for the throttle, send.
+A success is stored in the cache before it is returned, so a crash after it never pays twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from tenacity import AsyncRetrying
+
+from pipeline.cache import ResponseCache, request_key
+from pipeline.client import ChatClient
+from pipeline.config import EvalConfig
+from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
+from pipeline.images import ImageCache, file_digest
+from pipeline.prompts import PROTOCOL_VERSION
+from pipeline.ratelimit import Throttle
+from pipeline.records import ChatRequest, Completion, Sample
+from pipeline.retry import retrying
+
+NORMAL_REPORT = (
+    "The image is of diagnostic quality. No acute abnormality is identified. "
+    "Visualized structures are within normal limits. No mass, fracture, or fluid collection."
+)
+_OPTION_LINE = re.compile(r"^\s*\(?([A-H])[.):]\s", re.MULTILINE)
+_IMAGE_TOKENS = 800  # rough per-image prompt tokens, only for TPM pacing
+
+
+@dataclass(slots=True)
+class Counters:
+    """Usage counted across one run."""
+
+    api_calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What answering one row produced: a completion, or the reason it failed."""
+
+    completion: Completion | None
+    error: APIError | None = None
+    cached: bool = False
+
+
+class Responder(Protocol):
+    """Answers rows; the runner calls nothing else."""
+
+    name: str
+
+    async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
+        """Answer one row."""
+        ...
+
+
+class RandomModel:
+    """Seeded chance baseline: a uniformly random offered letter; a generic normal report."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.name = "random"
+        self.seed = seed
+
+    def answer(self, sample: Sample) -> str:
+        """Return this row's answer; the same seed and row always give the same answer."""
+        rng = random.Random(f"{self.seed}:{sample.key}")
+        row = sample.row
+        if sample.kind == "report":
+            return NORMAL_REPORT
+        if sample.kind == "joint":
+            found: list[str] = _OPTION_LINE.findall(row["joint_prompt"])
+            offered = sorted(set(found)) or list("ABCD")
+            return ",".join(rng.choice(offered) for _ in range(4))
+        letters = [str(opt).strip()[:1] for opt in row["options"] if str(opt).strip()]
+        return str(rng.choice(letters))
+
+    async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
+        """Answer without any network."""
+        return Outcome(Completion(text=self.answer(sample), model=self.name))
+
+
+class APIModel:
+    """An OpenAI-compatible model behind the response cache, throttle and retry policy."""
+
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        client: ChatClient,
+        *,
+        throttle: Throttle,
+        cache: ResponseCache | None,
+        images: ImageCache,
+        counters: Counters,
+        sleep: object = None,
+    ) -> None:
+        self.name = cfg.spec.model
+        self.cfg = cfg
+        self.client = client
+        self.throttle = throttle
+        self.cache = cache
+        self.images = images
+        self.counters = counters
+        self.slots = asyncio.Semaphore(cfg.concurrency)
+        self.stopped: FatalAPIError | None = None
+        self._retry_kwargs = retrying(
+            max_attempts=cfg.max_retries + 1,
+            max_seconds=cfg.row_deadline,
+            sleep=sleep,  # type: ignore[arg-type]
+            on_retry=self._on_retry,
+        )
+
+    def _on_retry(self, exc: BaseException, wait: float) -> None:
+        self.counters.retries += 1
+        # A rate limit tells every worker on this endpoint to back off, not just this one.
+        if isinstance(exc, RetryableError) and exc.status == 429:
+            self.throttle.pause(wait)
+
+    def cache_key(self, request: ChatRequest, image_digest: str) -> str:
+        """Return the response-cache key for this model and request."""
+        return request_key(
+            model=self.cfg.spec.model,
+            endpoint=self.cfg.spec.base_url or "",
+            protocol_version=PROTOCOL_VERSION,
+            request=request,
+            image_digest=image_digest,
+            legacy_mime=self.cfg.legacy_mime,
+        )
+
+    async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
+        """Answer from the cache, else call the API with retries; fatal errors propagate."""
+        digest = await asyncio.to_thread(file_digest, request.image.path)
+        key = self.cache_key(request, digest)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            self.counters.cache_hits += 1
+            return Outcome(hit, cached=True)
+        try:
+            image_url = await asyncio.to_thread(
+                self.images.data_url, request.image, legacy_mime=self.cfg.legacy_mime
+            )
+        except OSError as exc:
+            return Outcome(None, RowError(f"image could not be encoded: {exc}"))
+        tokens = (len(request.system) + len(request.text)) // 3 + _IMAGE_TOKENS
+        tokens += request.max_tokens or 300
+        try:
+            completion = await self._call(request, image_url, tokens)
+        except FatalAPIError as exc:
+            self.stopped = self.stopped or exc
+            raise
+        except APIError as exc:
+            return Outcome(None, exc)
+        if self.cache is not None:
+            self.cache.put(key, completion)
+        self.counters.prompt_tokens += completion.prompt_tokens
+        self.counters.completion_tokens += completion.completion_tokens
+        return Outcome(completion)
+
+    async def _call(self, request: ChatRequest, image_url: str, tokens: int) -> Completion:
+        async for attempt in AsyncRetrying(**self._retry_kwargs):
+            with attempt:
+                # The slot is held per attempt, never across a backoff sleep.
+                async with self.slots:
+                    await self.throttle.acquire(tokens)
+                    if self.stopped is not None:  # another row hit a fatal error: send nothing
+                        raise self.stopped
+                    self.counters.api_calls += 1
+                    return await self.client.complete(request, image_url)
+        raise AssertionError("unreachable: AsyncRetrying re-raises the last error")

@@ -1,0 +1,49 @@
+"""Pacing shared by every worker on one endpoint: requests and tokens per minute, plus pauses.
+
+Requests are paced strictly evenly (an aiolimiter bucket of capacity 1), so any window of T
+seconds sees at most rpm·T/60 + 1 requests: a run never bursts a minute's allowance at once
+(DashScope enforces RPM/60 per second). Tokens are paced per second of TPM budget.
+A 429 pauses the whole throttle, not just the task that saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiolimiter import AsyncLimiter
+
+
+def _bucket(per_minute: float, capacity: float) -> AsyncLimiter:
+    return AsyncLimiter(max_rate=capacity, time_period=capacity * 60 / per_minute)
+
+
+class Throttle:
+    """Per-attempt pacing: wait out any pause, then take one request and `tokens` tokens."""
+
+    def __init__(self, *, rpm: float | None = None, tpm: float | None = None) -> None:
+        # Built inside the running loop: aiolimiter binds to the loop that first uses it.
+        self._rpm = _bucket(rpm, 1.0) if rpm else None
+        self._tpm = _bucket(tpm, max(1.0, tpm / 60)) if tpm else None
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every later acquire for `seconds` from now (a 429 told us to back off)."""
+        now = asyncio.get_running_loop().time()
+        self._paused_until = max(self._paused_until, now + seconds)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until a request of `tokens` estimated tokens may be sent."""
+        loop = asyncio.get_running_loop()
+        # A loop, not an Event: another 429 may extend the pause while we sleep.
+        while (delay := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        if self._rpm is not None:
+            await self._rpm.acquire()
+        if self._tpm is not None:
+            # A request may need more tokens than the bucket holds: take them in bucket-sized
+            # bites, so the long-run rate still honours TPM.
+            left = float(tokens)
+            while left > 0:
+                bite = min(left, self._tpm.max_rate)
+                await self._tpm.acquire(bite)
+                left -= bite

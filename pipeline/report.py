@@ -1,0 +1,203 @@
+"""Rebuild a run's scores from its results files, write summary.json, and print tables.
+
+Needs no API calls: everything comes from `<run_dir>/<stem>.jsonl`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.errors import DataError
+from pipeline.records import FILES, JOINT_LEVELS
+from pipeline.scoring import Scorer
+
+SUMMARY_NAME = "summary.json"
+_GROUP_HEADER = {"visual_evidence_qa": "Task", "independent_qa": "Level"}
+
+
+def load_results(run_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (stem, row) from each results file present, skipping a torn last line."""
+    for stem in FILES:
+        path = run_dir / f"{stem}.jsonl"
+        if path.is_file():
+            for row in _read_jsonl(path):
+                yield stem, row
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    torn: int | None = None
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            if torn is not None:
+                # Only the last line can be torn by a crash mid-write; anything else is damage.
+                msg = "unparseable JSON before the end of the file; repair or delete that line"
+                raise DataError(str(path), torn, msg)
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                torn = lineno
+                continue
+            if not isinstance(row, dict):
+                msg = "a results line must be a JSON object; repair or delete that line"
+                raise DataError(str(path), lineno, msg)
+            yield row
+
+
+def score_run(
+    run_dir: Path,
+    *,
+    model: str | None = None,
+    usage: Mapping[str, int] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the summary of a run dir; later lines replace earlier ones with the same key."""
+    scorer = Scorer()
+    seen_model: str | None = None
+    for stem, row in load_results(run_dir):
+        scorer.add(stem, row)
+        meta = row.get("_meta")
+        if seen_model is None and isinstance(meta, dict) and isinstance(meta.get("model"), str):
+            seen_model = meta["model"]
+    name = model or seen_model or run_dir.resolve().name
+    return scorer.summary(model=name, usage=usage, extra=extra)
+
+
+def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
+    """Write `run_dir/summary.json` atomically and return its path."""
+    path = run_dir / SUMMARY_NAME
+    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".summary.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def render(summary: Mapping[str, Any], console: Console) -> None:
+    """Print one table per scored file, then a usage line."""
+    console.print(f"[bold]{escape(str(summary.get('model', '?')))}[/bold]")
+    for stem, section in summary.get("files", {}).items():
+        kind = section.get("kind")
+        if kind == "joint":
+            table, notes = _joint_table(stem, section)
+        elif kind == "report":
+            table, notes = _report_table(stem, section)
+        else:
+            table, notes = _mcq_table(stem, section)
+        console.print(table)
+        errors = section.get("errors", 0)
+        if errors:
+            notes.append(f"{errors} row(s) with an error, scored wrong (as official)")
+        for note in notes:
+            console.print(Text(f"  {note}", style="dim"))
+    console.print(_usage_line(summary.get("usage") or {}))
+
+
+def _pct(value: float | None) -> str:
+    # The official scripts print accuracies as {acc:.2%}.
+    return "—" if value is None else f"{value:.2%}"
+
+
+def _num(value: float | None) -> str:
+    # The official report script prints {:.4f}.
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _mcq_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]:
+    table = Table(title=escape(stem), title_justify="left")
+    table.add_column("Modality")
+    table.add_column(_GROUP_HEADER.get(stem, "Task/level"))
+    table.add_column("Correct/n", justify="right")
+    table.add_column("Accuracy", justify="right")
+    for modality, cells in section["groups"].items():
+        for i, (sub, cell) in enumerate(cells.items()):
+            row = (
+                escape(modality) if i == 0 else "",
+                escape(sub),
+                f"{cell['correct']}/{cell['n']}",
+            )
+            table.add_row(*row, _pct(cell["accuracy"]))
+        table.add_section()
+    table.add_row(
+        "all*",
+        "",
+        f"{section['correct']}/{section['n']}",
+        _pct(section["accuracy"]),
+        style="bold",
+    )
+    return table, ["all*: micro accuracy over every row (our addition)"]
+
+
+def _joint_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]:
+    table = Table(title=escape(stem), title_justify="left")
+    table.add_column("Modality")
+    for level in JOINT_LEVELS:
+        table.add_column(level, justify="right")
+    table.add_column("chain*", justify="right")
+    chains = section.get("chains", {})
+    for modality, levels in section["levels"].items():
+        chain = _frac(chains[modality]) if modality in chains else ""
+        table.add_row(escape(modality), *(_frac(levels[lv]) for lv in JOINT_LEVELS), chain)
+    table.add_section()
+    totals = section["level_totals"]
+    overall = {
+        "correct": section["chain_correct"],
+        "n": section["n"],
+        "accuracy": section["chain_accuracy"],
+    }
+    table.add_row("all*", *(_frac(totals[lv]) for lv in JOINT_LEVELS), _frac(overall))
+    return table, ["chain*: all four levels right; *: our addition, not official"]
+
+
+def _frac(cell: Mapping[str, Any]) -> str:
+    return f"{cell['correct']}/{cell['n']} {_pct(cell['accuracy'])}"
+
+
+def _report_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]:
+    notes = [f"{section['dropped']} of {section['n']} rows dropped (empty prediction, official)"]
+    if section.get("keywords") is None:
+        notes.append("BLEU on raw texts: keyword extraction not run (official uses keywords)")
+    notes.append("all*: mean over every scored row (our addition)")
+    table = Table(title=escape(stem), title_justify="left")
+    table.add_column("Modality")
+    table.add_column("n", justify="right")
+    table.add_column("BLEU", justify="right")
+    table.add_column("BERTScore F1", justify="right")
+    for modality, group in section["groups"].items():
+        table.add_row(
+            escape(modality), str(group["n"]), _num(group["bleu"]), _num(group["bert_f1"])
+        )
+    table.add_section()
+    table.add_row("all*", str(section["scored"]), _num(section["bleu"]), _num(section["bert_f1"]))
+    return table, notes
+
+
+def _usage_line(usage: Mapping[str, Any]) -> str:
+    def n(key: str) -> str:
+        value = usage.get(key)
+        return "?" if value is None else f"{value:,}"
+
+    return (
+        f"usage: {n('api_calls')} API calls, {n('retries')} retries, {n('cache_hits')} cache hits, "
+        f"{n('failed_rows')} failed rows, {n('prompt_tokens')} prompt + "
+        f"{n('completion_tokens')} completion tokens"
+        + (" (from results rows; ? = not recorded)" if usage.get("source") == "rows" else "")
+    )

@@ -1,0 +1,528 @@
+"""An OpenAI-compatible chat server for tests and benchmarks, with scripted faults and a ledger.
+
+In tests: `async with running(FakeConfig(...)) as server:` (or the `fake_server` fixture), then point
+a client at `server.url` (ends in /v1) and read `server.ledger`. `server.config` is mutable: flip
+`script`, `fault_rate`, `expected_key`… between requests.
+
+As a process: `python tests/fakeserver.py --port 0 --latency 0.5 --fault-rate 0.1` prints
+`listening on http://127.0.0.1:PORT` and serves until SIGINT/SIGTERM; `GET /_ledger` returns counts.
+
+Each request's outcome is chosen in this order: wrong key (401) → RPM window full (429) →
+`content_faults` (marker in the user text) → next item of `script` → `fault_rate` draw → "ok".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import random
+import re
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+# Outcomes a script, a content fault or a fault_rate draw can name.
+SUCCESS = ("ok", "blank_json")
+FAULTS = (
+    "429",  # rate limited, with Retry-After
+    "500",
+    "503",
+    "drop",  # close the connection without answering
+    "hang",  # never answer (until the client gives up or the server stops)
+    "garbage",  # 200, body not JSON
+    "empty",  # 200, empty body
+    "blank",  # 200, only blank lines (DeepSeek queue gave up)
+    "empty_choices",  # 200, "choices": []
+    "blank_json",  # 200, blank lines then valid JSON (DeepSeek queued): a success
+    "401",  # OpenAI-style invalid key
+    "402",  # DeepSeek Insufficient Balance
+    "429_quota",  # OpenAI insufficient_quota (billing)
+    "429_throttle",  # DashScope insufficient_quota (a TPM throttle)
+    "400_inspection",  # DashScope DataInspectionFailed
+    "400_arrearage",  # DashScope Arrearage
+    "400_too_large",  # DashScope image too large
+)
+OUTCOMES = ("ok", *FAULTS)
+DEFAULT_FAULT_KINDS = ("429", "500", "503", "drop")
+_HANG_LIMIT = 600.0  # a hung request gives up on its own after this, whatever happens
+
+# outcome → (status, error.type, error.code, error.message), as the providers send them.
+ErrorBody = tuple[int, str, str | None, str]
+ERROR_BODIES: dict[str, ErrorBody] = {
+    "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    "500": (500, "server_error", None, "The server had an error while processing your request."),
+    "503": (503, "server_error", "server_is_overloaded", "The server is overloaded."),
+    "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "402": (402, "unknown_error", "invalid_request_error", "Insufficient Balance"),
+    "429_quota": (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    "429_throttle": (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details. "
+        "For details, see: error-code#token-limit",
+    ),
+    "400_inspection": (
+        400,
+        "data_inspection_failed",
+        "data_inspection_failed",
+        "<400> InternalError.Algo.DataInspectionFailed: Input or output data may contain "
+        "inappropriate content.",
+    ),
+    "400_arrearage": (
+        400,
+        "Arrearage",
+        "Arrearage",
+        "Access denied, please make sure your account is in good standing.",
+    ),
+    "400_too_large": (
+        400,
+        "invalid_request_error",
+        "invalid_parameter_error",
+        "Multimodal file size is too large",
+    ),
+}
+
+_OPTION = re.compile(r"^\s*([A-H])[.)]\s+\S", re.MULTILINE)
+_REPORTS = (
+    "The image shows normal anatomical structures without evidence of an acute abnormality.",
+    "There is a focal hyperdense lesion with mild surrounding edema; no midline shift.",
+    "Bilateral patchy opacities are present, more prominent in the lower zones.",
+    "A well-defined mass is seen with smooth margins; adjacent structures are preserved.",
+)
+
+ContentFaults = Mapping[str, str] | Callable[[str], str | None]
+
+
+@dataclass
+class FakeConfig:
+    """How the server behaves; mutable so a test can change it between requests."""
+
+    latency: float = 0.0  # seconds before answering
+    jitter: float = 0.0  # plus uniform(0, jitter)
+    fault_rate: float = 0.0  # share of requests that get a fault drawn from fault_kinds
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
+    seed: int = 0
+    script: list[str] = field(default_factory=list)  # consumed one outcome per request
+    content_faults: ContentFaults = field(default_factory=dict)  # user-text marker → outcome
+    retry_after: float = 1.0  # Retry-After seconds sent with every 429
+    rpm: int | None = None  # accepted requests per sliding 60 s window
+    expected_key: str | None = None  # when set, any other Bearer token gets 401
+    served_model: str | None = None  # reported model; None echoes the requested one
+    answer_fn: Callable[[dict[str, Any]], str] | None = None
+    clock: Callable[[], float] = time.monotonic  # for the RPM window and ledger times
+    # outcome name → (status, error.type, error.code, error.message); add entries for new forms
+    error_bodies: dict[str, ErrorBody] = field(default_factory=lambda: dict(ERROR_BODIES))
+
+
+@dataclass
+class LedgerEntry:
+    """One request as the server saw it (never the key itself)."""
+
+    received: float  # config.clock() when it arrived
+    path: str
+    model: str | None
+    messages_hash: str  # sha256 of the canonical messages JSON
+    has_auth: bool  # an Authorization header was present
+    system: str
+    user_text: str
+    content_types: tuple[str, ...]  # user content part types, in order
+    params: dict[str, Any]  # every body field except messages
+    outcome: str = "pending"  # one of OUTCOMES, or "bad_request"; set before the latency wait
+    status: int | None = None  # None: no answer sent (drop, hang, client gave up first)
+
+    @property
+    def paid(self) -> bool:
+        """Return whether a successful answer was sent for this request."""
+        return self.outcome in SUCCESS and self.status == 200
+
+
+@dataclass
+class Ledger:
+    """Every request received, plus concurrency counters."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    @property
+    def paid(self) -> int:
+        """Count successful answers actually sent (what a provider would bill)."""
+        return sum(e.paid for e in self.entries)
+
+    def count(self, outcome: str | None = None) -> int:
+        """Count requests, all or those with one outcome."""
+        return sum(outcome is None or e.outcome == outcome for e in self.entries)
+
+    def duplicates(self, *, paid_only: bool = True) -> int:
+        """Count requests whose messages were already sent before (paid ones only by default)."""
+        seen: set[str] = set()
+        dups = 0
+        for e in self.entries:
+            if paid_only and not e.paid:
+                continue
+            dups += e.messages_hash in seen
+            seen.add(e.messages_hash)
+        return dups
+
+    def summary(self) -> dict[str, Any]:
+        """Return counts as a JSON-able dict."""
+        outcomes: dict[str, int] = {}
+        for e in self.entries:
+            outcomes[e.outcome] = outcomes.get(e.outcome, 0) + 1
+        return {
+            "requests": len(self.entries),
+            "paid": self.paid,
+            "duplicates": self.duplicates(),
+            "max_in_flight": self.max_in_flight,
+            "in_flight": self.in_flight,
+            "outcomes": outcomes,
+        }
+
+
+def default_answer(payload: dict[str, Any]) -> str:
+    """Answer deterministically: a letter, a comma-separated chain, or a short report."""
+    system, text, _ = _split_messages(payload)
+    blocks = _option_blocks(text)
+    digest = hashlib.sha256(text.encode()).digest()
+    if "comma" in system.lower() or len(blocks) > 1:
+        blocks = blocks or [list("ABCD")] * 4
+        return ",".join(b[digest[i % len(digest)] % len(b)] for i, b in enumerate(blocks))
+    if blocks:
+        return blocks[0][digest[0] % len(blocks[0])]
+    return _REPORTS[digest[0] % len(_REPORTS)]
+
+
+def _option_blocks(text: str) -> list[list[str]]:
+    """Group option letters into questions: a letter not after the previous one starts a new one."""
+    blocks: list[list[str]] = []
+    for letter in _OPTION.findall(text):
+        if not blocks or letter <= blocks[-1][-1]:
+            blocks.append([])
+        blocks[-1].append(letter)
+    return blocks
+
+
+def _split_messages(payload: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """Return (system text, user text, user content part types)."""
+    system, texts, types = "", [], []
+    for msg in payload.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        role = msg.get("role") if isinstance(msg, dict) else None
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            if role == "system":
+                system += str(part.get("text", ""))
+            elif role == "user":
+                types.append(str(part.get("type")))
+                if part.get("type") == "text":
+                    texts.append(str(part.get("text", "")))
+    return system, "\n".join(texts), tuple(types)
+
+
+class FakeServer:
+    """The running app's state: config, ledger, and the URL to reach it."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self.ledger = Ledger()
+        self.root = ""  # http://host:port, set once listening
+        self._rng = random.Random(config.seed)
+        self._window: deque[float] = deque()
+        self._closing = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        """Return the base URL a client should use (ends in /v1)."""
+        return f"{self.root}/v1"
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application."""
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/chat/completions", self._chat)
+        app.router.add_get("/_ledger", self._ledger)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        self._closing.set()  # releases hung handlers before aiohttp waits for them
+
+    async def _ledger(self, _request: web.Request) -> web.Response:
+        body = orjson.dumps(self.ledger.summary())
+        return web.Response(body=body, content_type="application/json")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        ledger = self.ledger
+        ledger.in_flight += 1
+        ledger.max_in_flight = max(ledger.max_in_flight, ledger.in_flight)
+        try:
+            try:
+                payload = orjson.loads(await request.read())
+            except orjson.JSONDecodeError:
+                payload = None
+            if not isinstance(payload, dict):
+                payload = {}
+            entry = self._record(request, payload)
+            if not isinstance(payload.get("messages"), list):
+                entry.outcome, entry.status = "bad_request", 400
+                return web.Response(status=400, text="Invalid Format: no messages")
+            if gated := self._gate(request):
+                outcome, retry_after = gated  # answered at once, as a provider's front door does
+            else:
+                outcome, retry_after = self._pick(entry), None
+            entry.outcome = outcome
+            if gated is None:
+                await self._delay()  # a client that gives up here leaves status None
+            response = await self._answer(request, outcome, payload, retry_after)
+            entry.status = response.status
+            return response
+        finally:
+            ledger.in_flight -= 1
+
+    def _record(self, request: web.Request, payload: dict[str, Any]) -> LedgerEntry:
+        system, text, types = _split_messages(payload)
+        messages = orjson.dumps(payload.get("messages"), option=orjson.OPT_SORT_KEYS)
+        entry = LedgerEntry(
+            received=self.config.clock(),
+            path=request.path,
+            model=payload.get("model"),
+            messages_hash=hashlib.sha256(messages).hexdigest(),
+            has_auth="Authorization" in request.headers,
+            system=system,
+            user_text=text,
+            content_types=types,
+            params={k: v for k, v in payload.items() if k != "messages"},
+        )
+        self.ledger.entries.append(entry)
+        return entry
+
+    def _gate(self, request: web.Request) -> tuple[str, float | None] | None:
+        """Return (outcome, Retry-After) when the key or the RPM window rejects the request."""
+        cfg = self.config
+        expected = f"Bearer {cfg.expected_key}"
+        if cfg.expected_key is not None and request.headers.get("Authorization") != expected:
+            return "401", None
+        if cfg.rpm is not None:
+            now = cfg.clock()
+            while self._window and self._window[0] <= now - 60.0:
+                self._window.popleft()
+            if len(self._window) >= cfg.rpm:
+                return "429", max(1.0, float(math.ceil(self._window[0] + 60.0 - now)))
+            self._window.append(now)  # only accepted requests count, as at real providers
+        return None
+
+    def _pick(self, entry: LedgerEntry) -> str:
+        """Choose the outcome of an accepted request."""
+        cfg = self.config
+        if fault := _content_fault(cfg.content_faults, entry.user_text):
+            return fault
+        if cfg.script:
+            return cfg.script.pop(0)
+        if cfg.fault_rate and self._rng.random() < cfg.fault_rate:
+            return self._rng.choice(cfg.fault_kinds)
+        return "ok"
+
+    async def _delay(self) -> None:
+        cfg = self.config
+        delay = cfg.latency + (self._rng.uniform(0, cfg.jitter) if cfg.jitter else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        outcome: str,
+        payload: dict[str, Any],
+        retry_after: float | None,
+    ) -> web.StreamResponse:
+        if outcome in ("ok", "blank_json", "empty_choices"):
+            body = self._completion(payload, empty=outcome == "empty_choices")
+            headers = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+            if outcome != "blank_json":
+                return web.Response(body=body, content_type="application/json", headers=headers)
+            return await _blank_then(request, body, headers)
+        if outcome == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError  # aiohttp ends the handler quietly, no response
+        if outcome == "hang":
+            # Ends when the server shuts down; the client's timeout closes the connection first,
+            # which cancels this handler (handler_cancellation=True).
+            await asyncio.wait_for(self._closing.wait(), _HANG_LIMIT)
+            raise asyncio.CancelledError
+        if outcome == "garbage":
+            return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
+        if outcome in ("empty", "blank"):
+            text = "" if outcome == "empty" else "\n\n\n\n"
+            return web.Response(text=text, content_type="application/json")
+        if outcome in self.config.error_bodies:
+            status, etype, code, message = self.config.error_bodies[outcome]
+            body = orjson.dumps({"error": {"message": message, "type": etype, "code": code}})
+            wait = self.config.retry_after if retry_after is None else retry_after
+            hint = {"Retry-After": f"{wait:g}"} if status == 429 else None
+            return web.Response(
+                status=status, body=body, content_type="application/json", headers=hint
+            )
+        return web.Response(status=500, text=f"fakeserver: unknown outcome {outcome!r}")
+
+    def _completion(self, payload: dict[str, Any], *, empty: bool) -> bytes:
+        cfg = self.config
+        content = (cfg.answer_fn or default_answer)(payload)
+        system, text, _ = _split_messages(payload)
+        prompt_tokens = (len(system) + len(text)) // 4 + 85  # a flat image cost, like 4o "low"
+        completion_tokens = max(1, len(content) // 4)
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+        }
+        return orjson.dumps(
+            {
+                "id": f"chatcmpl-{len(self.ledger.entries)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": cfg.served_model or payload.get("model") or "fake-model",
+                "choices": [] if empty else [choice],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+
+def _content_fault(faults: ContentFaults, text: str) -> str | None:
+    if callable(faults):
+        return faults(text)
+    return next((kind for marker, kind in faults.items() if marker in text), None)
+
+
+async def _blank_then(
+    request: web.Request, body: bytes, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send DeepSeek's queued answer: blank lines first, the JSON a moment later."""
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_type = "application/json"
+    await response.prepare(request)
+    for _ in range(3):
+        await response.write(b"\n")
+        await asyncio.sleep(0.01)
+    await response.write(body)
+    await response.write_eof()
+    return response
+
+
+@asynccontextmanager
+async def running(
+    config: FakeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[FakeServer]:
+    """Serve a FakeServer in the current loop; stop it (and any hung request) on exit."""
+    server = FakeServer(config or FakeConfig())
+    runner = web.AppRunner(
+        server.app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        server.root = f"http://{bound_host}:{bound_port}"
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of `python tests/fakeserver.py`."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    p.add_argument("--jitter", type=float, default=0.0, help="plus uniform(0, JITTER) seconds")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail")
+    p.add_argument(
+        "--fault-kinds",
+        default=",".join(DEFAULT_FAULT_KINDS),
+        help=f"comma list drawn from when a fault fires; any of: {','.join(FAULTS)}",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--script", default="", help="comma list of outcomes for the first requests")
+    p.add_argument(
+        "--content-fault",
+        action="append",
+        default=[],
+        metavar="MARKER=OUTCOME",
+        help="user text containing MARKER gets OUTCOME (repeatable)",
+    )
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
+    p.add_argument("--rpm", type=int, default=None, help="accepted requests per 60 s window")
+    p.add_argument("--expected-key", default=None, help="only this Bearer key is accepted")
+    p.add_argument("--served-model", default=None, help="model name to report")
+    p.add_argument("--ledger-out", type=Path, help="write the ledger as JSONL here on exit")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> FakeConfig:
+    """Build a FakeConfig from parsed CLI flags, rejecting unknown outcome names."""
+    kinds = tuple(k for k in args.fault_kinds.split(",") if k)
+    script = [k for k in args.script.split(",") if k]
+    faults = dict(item.split("=", 1) for item in args.content_fault)
+    unknown = {*kinds, *script, *faults.values()} - set(OUTCOMES)
+    if unknown:
+        msg = f"unknown outcome(s) {sorted(unknown)}; choose from {', '.join(OUTCOMES)}"
+        raise SystemExit(msg)
+    return FakeConfig(
+        latency=args.latency,
+        jitter=args.jitter,
+        fault_rate=args.fault_rate,
+        fault_kinds=kinds,
+        seed=args.seed,
+        script=script,
+        content_faults=faults,
+        retry_after=args.retry_after,
+        rpm=args.rpm,
+        expected_key=args.expected_key,
+        served_model=args.served_model,
+    )
+
+
+async def _serve(config: FakeConfig, args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(config, host=args.host, port=args.port) as server:
+        print(f"listening on {server.root}", flush=True)
+        await stop.wait()
+    if args.ledger_out:
+        lines = (orjson.dumps(asdict(e)) + b"\n" for e in server.ledger.entries)
+        args.ledger_out.write_bytes(b"".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake server as its own process until SIGINT or SIGTERM."""
+    args = parse_args(argv)
+    asyncio.run(_serve(config_from_args(args), args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.extract import extract_chain, extract_choice, option_letters
+
+MODALITY = ["A. CT", "B. MRI", "C. Ultrasound", "D. X-ray"]
+ORGAN = ["A. Liver", "B. Kidney", "C. Spleen", "D. Pancreas", "E. Gallbladder", "F. Adrenal gland"]
+DIAGNOSIS = ["A. Hepatitis B", "B. Cirrhosis", "C. Hepatocellular carcinoma", "D. Steatosis"]
+ANGIO = ["A. CT", "B. CT angiography", "C. MRI"]
+LESION = ["A) Cyst", "B) Hemangioma", "C) Metastasis", "D) B-cell lymphoma"]
+ECHO = "A. Liver\nB. Kidney\nC. Spleen\nD. Pancreas\nE. Gallbladder\nF. Adrenal gland"
+
+CHOICE_CASES = [
+    # bare letters, any case only when the letter is the whole reply
+    ("B", ORGAN, "B"),
+    ("b", ORGAN, "B"),
+    ("E.", ORGAN, "E"),
+    (" f \n", ORGAN, "F"),
+    ("(C)", ORGAN, "C"),
+    ("[D]", ORGAN, "D"),
+    ("**A**", ORGAN, "A"),
+    ("`E`", ORGAN, "E"),
+    ("Option F", ORGAN, "F"),
+    ("'D'", MODALITY, "D"),
+    ("a", MODALITY, "A"),
+    # explicit answer markers
+    ("Answer: B", ORGAN, "B"),
+    ("answer: (b)", ORGAN, "B"),
+    ("ANSWER - e", ORGAN, "E"),
+    ("**Answer:** **D**", ORGAN, "D"),
+    ("The answer is C", ORGAN, "C"),
+    ("The answer is A because the lesion is in the right upper quadrant.", ORGAN, "A"),
+    ("The correct option is B: Kidney", ORGAN, "B"),
+    ("The correct answer is option (F), the adrenal gland.", ORGAN, "F"),
+    ("The best choice is D.", ORGAN, "D"),
+    ("I think it's B.", ORGAN, "B"),
+    ("I think it\u2019s D.", ORGAN, "D"),
+    ("I would choose E", ORGAN, "E"),
+    ('{"answer": "B"}', ORGAN, "B"),
+    ("{'final_answer': 'c'}", ORGAN, "C"),
+    ("<answer>D</answer>", ORGAN, "D"),
+    ("Answer: B\nThe kidney shows a hypodense mass.", ORGAN, "B"),
+    ("A CT scan of the abdomen is shown. Answer: A\nI am an AI, not a doctor.", MODALITY, "A"),
+    ("The answer is A Hope this helps.", ORGAN, "A"),
+    ("Answer: Kidney (CT)", ORGAN, "B"),
+    ('{"answer": "Spleen"}', ORGAN, "C"),
+    ("A CT is shown. Answer: CT angiography", ANGIO, "B"),
+    ("A CT is shown. Answer: CT.", ANGIO, "A"),
+    ("Answer: C. Ultrasound", MODALITY, "C"),
+    ("The answer is D - B-cell lymphoma", LESION, "D"),
+    # a final answer after reasoning that mentions other letters
+    ("A shows the liver, C the spleen. Option A is unlikely.\nFinal answer: B", ORGAN, "B"),
+    ("Options A and C can be excluded. The answer is F.", ORGAN, "F"),
+    ("The answer is A... on reflection, final answer: D", ORGAN, "D"),
+    ("A CT image of the abdomen is shown.\n\nAnswer: D", MODALITY, "D"),
+    (f"{ECHO}\nAnswer: E", ORGAN, "E"),
+    ("B is the correct answer.", ORGAN, "B"),
+    ("The image is a CT. A is correct.", MODALITY, "A"),
+    ("Reasoning... Therefore, option D is the most likely.", ORGAN, "D"),
+    ("The answer to this question is B", ORGAN, "B"),
+    # labelled answers with their text
+    ("B) Kidney", ORGAN, "B"),
+    ("(A) Liver", ORGAN, "A"),
+    ("B. Kidney because the mass arises from the renal cortex.", ORGAN, "B"),
+    ("F: Adrenal gland", ORGAN, "F"),
+    ("**C.** Spleen", ORGAN, "C"),
+    ("**E**: Gallbladder, given the wall thickening.", ORGAN, "E"),
+    ("D. X-ray", MODALITY, "D"),
+    ("B - Kidney", ORGAN, "B"),
+    ("B, because the organ is retroperitoneal.", ORGAN, "B"),
+    ("C\n\nExplanation: a hypoechoic splenic lesion is seen.", ORGAN, "C"),
+    # the option text alone
+    ("Kidney", ORGAN, "B"),
+    ("adrenal gland.", ORGAN, "F"),
+    ("Ultrasound", MODALITY, "C"),
+    ("  B-cell lymphoma ", LESION, "D"),
+    # boxed and fenced
+    (r"The image shows a splenic lesion. \boxed{C}", ORGAN, "C"),
+    (r"$\boxed{\text{E}}$", ORGAN, "E"),
+    ("```B```", ORGAN, "B"),
+    ("```\nA\n```", ORGAN, "A"),
+    ("Reasoning: the organ is retroperitoneal.\n```text\nB. Kidney\n```", ORGAN, "B"),
+    ('```json\n{"answer": "F"}\n```', ORGAN, "F"),
+    # never a letter from English words or abbreviations
+    ("A patient with abdominal pain.", ORGAN, None),
+    ("I cannot determine this from the image.", ORGAN, None),
+    ("This is a CT scan.", MODALITY, None),
+    ("CT", ORGAN, None),
+    ("MRI", ORGAN, None),
+    ("Answer: CT", ORGAN, None),
+    ("The answer is a mass in the kidney", ORGAN, None),
+    ("The answer, I believe, is unclear.", ORGAN, None),
+    ("US and DWI were not performed.", ORGAN, None),
+    ("The answer is MRI", ORGAN, None),
+    ("Hepatitis B is the most likely diagnosis.", DIAGNOSIS, None),
+    ("The answer is Hepatitis B", DIAGNOSIS, "A"),
+    ("T2 hyperintense lesion; B12 deficiency is unrelated.", ORGAN, None),
+    ("Answer: B-cell lymphoma", LESION, "D"),  # option text after the marker, not letter B
+    # the option list echoed back, ambiguity, refusals, letters not offered
+    (ECHO, ORGAN, None),
+    ("A. CT B. MRI C. Ultrasound D. X-ray", MODALITY, None),
+    ("B or C", ORGAN, None),
+    ("Either A or D.", ORGAN, None),
+    ("The answer is B or C.", ORGAN, None),
+    ("Answer: A, D", ORGAN, None),
+    ("(B) or (E)", ORGAN, None),
+    ("G", ORGAN, None),
+    ("Answer: E", MODALITY, None),
+    ("Answer: A\nFinal answer: C\nFinal answer: D", ORGAN, None),
+    ("B. Liver", ORGAN, None),  # the label contradicts its text
+    ("", ORGAN, None),
+    ("[ERROR] 429 limit_requests", ORGAN, None),
+    ("I'm sorry, I can't help with medical images.", ORGAN, None),
+    ("The answer is either B or D", ORGAN, None),
+    ("B\nC", ORGAN, None),
+    ("B, C", ORGAN, None),
+    ("Neither A nor B is correct.", ORGAN, None),
+    ("The answer is D, B is wrong.", ORGAN, None),
+]
+
+CHAIN_CASES = [
+    ("B,D,A,C", "B,D,A,C"),
+    ("B, D, A, C", "B,D,A,C"),
+    ("B D A C", "B,D,A,C"),
+    ("B,D,A,C.", "B,D,A,C"),
+    ("['B','D','A','C']", "B,D,A,C"),
+    ('["B", "D", "A", "C"]', "B,D,A,C"),
+    ("1. B 2. D 3. A 4. C", "B,D,A,C"),
+    ("1) B\n2) D\n3) A\n4) C", "B,D,A,C"),
+    ("Modality: B, Organ: D, Lesion: A, Diagnosis: C", "B,D,A,C"),
+    ("modality: h\norgan: e\nlesion: f\ndiagnosis: g", "H,E,F,G"),
+    (r"\boxed{A,B,C,D}", "A,B,C,D"),
+    ("```\nC,C,B,A\n```", "C,C,B,A"),
+    ("Answer: B, D, A, C", "B,D,A,C"),
+    ("The CT shows a renal mass.\nFinal answer: E, F, G, H", "E,F,G,H"),
+    ("Looking at the image, it is a CT of the kidney.\nB,D,A,C", "B,D,A,C"),
+    ("<answer>A,A,A,A</answer>", "A,A,A,A"),
+    ("The image is a CT of the abdomen.\n\nB,D,A,C\n\nA follow-up MRI is advised.", "B,D,A,C"),
+    ("Options A and C fit the modality.\nG, E, B, A", "G,E,B,A"),
+    ("B, D, A and C", "B,D,A,C"),
+    ("B,D,A,C,", "B,D,A,C"),
+    ("1. B\n2. D\n3. A\n4. C\n\nThe modality is CT, the organ the kidney.", "B,D,A,C"),
+    ("Q1: F Q2: D Q3: A Q4: C", "F,D,A,C"),
+    # refusals: wrong count, words, letters outside the range
+    ("B,E,D,A,C", None),  # five letters (a body-region answer included): FACTS §3.4 item 4
+    ("B,D,A", None),
+    ("Modality: B\nBody region: A\nOrgan: D\nLesion: A\nDiagnosis: C", None),
+    ("BDAC", None),
+    ("A CT of the abdomen shows a cyst", None),
+    ("B,D,A,I", None),
+    ("Maybe:\nA,D,A,C\nor:\nB,D,A,C", None),  # two different answer lines
+    ("", None),
+    ("I think the modality is CT and the organ is the liver.", None),
+    ("Modality: CT, Organ: Liver, Lesion: Cyst, Diagnosis: HCC", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "options", "expected"), CHOICE_CASES)
+def test_extract_choice(reply: str, options: list[str], expected: str | None) -> None:
+    assert extract_choice(reply, options) == expected
+
+
+@pytest.mark.parametrize(("reply", "expected"), CHAIN_CASES)
+def test_extract_chain(reply: str, expected: str | None) -> None:
+    assert extract_chain(reply) == expected
+
+
+def test_case_counts_cover_the_brief() -> None:
+    assert len(CHOICE_CASES) >= 60
+    assert len(CHAIN_CASES) >= 15
+    answers = {expected for _, _, expected in CHOICE_CASES}
+    assert set("ABCDEF") <= answers
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["A. CT", "B. MRI"], ["A) CT", "B) MRI"], ["A: CT", "B: MRI"], ["(A) CT", "(B) MRI"]],
+)
+def test_option_letters_accepts_label_styles(options: list[str]) -> None:
+    assert option_letters(options) == {"A": "CT", "B": "MRI"}
+
+
+def test_option_letters_skips_unlabelled_and_keeps_first_duplicate() -> None:
+    assert option_letters(["CT", "A. MRI", "A. PET", 3]) == {"A": "MRI"}  # type: ignore[list-item]
+
+
+def test_unlabelled_options_offer_no_letters() -> None:
+    assert extract_choice("A", ["CT", "MRI"]) is None
+
+
+def test_none_reply_is_no_answer() -> None:
+    assert extract_choice(None, ORGAN) is None
+    assert extract_chain(None) is None
+
+
+def test_chain_respects_n_and_letters() -> None:
+    assert extract_chain("B,E,D,A,C", n=5) == "B,E,D,A,C"
+    assert extract_chain("A,B,C", n=3, letters="ABC") == "A,B,C"
+    assert extract_chain("A,B,D", n=3, letters="ABC") is None
+
+
+option_lists = st.lists(
+    st.one_of(
+        st.builds(
+            "{}{}{}".format,
+            st.sampled_from(string.ascii_letters),
+            st.sampled_from([". ", ") ", ": ", ""]),
+            st.text(max_size=20),
+        ),
+        st.text(max_size=20),
+    ),
+    max_size=8,
+)
+FRAGMENTS = "A|b|Answer:|(|)|**|\\boxed{|}|```|,| or |CT|I |a |final answer|\n|. |é|\u0131|K|1. "
+replies = st.one_of(
+    st.none(),
+    st.text(max_size=200),
+    st.lists(st.sampled_from(FRAGMENTS.split("|")), max_size=30).map("".join),
+)
+PHRASINGS = [
+    "{x}",
+    "({x})",
+    "Answer: {x}",
+    "The answer is {x}.",
+    "{x}. {t} because of its location.",
+    "{t}",
+    "\\boxed{{{x}}}",
+    "I think it's {x}.",
+    "{x} is the correct answer.",
+    "Answer: {t}",
+]
+DISTRACTORS = [
+    "",
+    "A CT scan of the abdomen is shown. ",
+    "Option A is unlikely; C is possible. ",
+    "I see a mass on MRI and US. ",
+    "In T2 the signal is high. ",
+    "Hepatitis B history. ",
+    "\nA follow-up MRI is recommended.",
+    "\nWhy not E? The (E) finding is absent.",
+]
+
+
+@given(
+    st.sampled_from("ABCDEF"),
+    st.sampled_from(PHRASINGS),
+    st.sampled_from(DISTRACTORS),
+    st.sampled_from(DISTRACTORS),
+)
+def test_distractors_never_produce_a_wrong_letter(
+    letter: str, phrasing: str, before: str, after: str
+) -> None:
+    reply = phrasing.format(x=letter, t=option_letters(ORGAN)[letter])
+    assert extract_choice(before + reply + after, ORGAN) in (letter, None)
+    assert extract_choice(reply, ORGAN) == letter
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies, option_lists)
+def test_choice_never_raises_and_only_returns_offered_letters(
+    reply: str | None, options: list[str]
+) -> None:
+    result = extract_choice(reply, options)
+    assert result is None or result in option_letters(options)
+
+
+@settings(max_examples=300, deadline=None)
+@given(replies, st.integers(min_value=-1, max_value=6), st.text(max_size=8))
+def test_chain_never_raises_and_returns_n_allowed_letters(
+    reply: str | None, n: int, letters: str
+) -> None:
+    result = extract_chain(reply, n=n, letters=letters)
+    if result is not None:
+        parts = result.split(",")
+        assert len(parts) == n
+        assert all(len(p) == 1 and p in letters.upper() for p in parts)
+
+
+@given(st.data())
+def test_reply_that_is_exactly_an_offered_letter_extracts_to_it(data: st.DataObject) -> None:
+    letters = data.draw(st.sets(st.sampled_from("ABCDEFGH"), min_size=1))
+    options = [f"{letter}. {data.draw(st.text(max_size=15))}" for letter in sorted(letters)]
+    chosen = data.draw(st.sampled_from(sorted(letters)))
+    assert extract_choice(chosen, options) == chosen
