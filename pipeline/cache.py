@@ -97,7 +97,8 @@ class ResponseCache:
         return {"entries": entries, "bytes": size}
 
     def clear(self) -> int:
-        """Delete every entry; return how many there were."""
+        """Delete every response (and the encoded-image cache beside it); return the count."""
         count = self.stats()["entries"]
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir.parent / "images", ignore_errors=True)
         return count

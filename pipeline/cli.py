@@ -27,7 +27,7 @@ SAMPLE_DIR = Path(__file__).parent / "sample"
 def _env_help() -> str:
     lines = ["environment (a flag beats its variable, which beats the default):"]
     for knob in KNOBS:
-        default = "model's default" if knob.default is None else knob.default
+        default = knob.shown if knob.default is None else knob.default
         lines.append(f"  {knob.env:<17} {knob.help} (default: {default})")
     lines += [
         "  DRVD_API_KEY      key for any model; overrides the provider's own variable",
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval(args: argparse.Namespace, console: Console) -> int:
     cfg = load_config(vars(args))
+    if cfg.data.resolve() == SAMPLE_DIR.resolve():
+        console.print(
+            "[yellow]bundled demo set: a few rows in the DrVD format, NOT DrVD-Bench data[/]"
+        )
     console.print(
         f"[bold]drvd eval[/] model={cfg.spec.alias} ({cfg.spec.model}) data={cfg.data} "
         f"protocol={cfg.protocol} concurrency={cfg.concurrency} → {cfg.run_dir}",
@@ -148,10 +152,15 @@ def _cache(args: argparse.Namespace, console: Console) -> int:
 
 
 def _models(console: Console) -> int:
+    console.print(f"{'alias':<10} {'model':<25} {'key':<18} {'C':>3} {'rpm':>5}  endpoint")
     for spec in MODELS.values():
-        where = spec.base_url or "offline"
-        key = spec.key_env or "-"
-        console.print(f"{spec.alias:<10} {spec.model:<26} {key:<18} {where}", highlight=False)
+        rpm = f"{spec.rpm:g}" if spec.rpm else "-"
+        console.print(
+            f"{spec.alias:<10} {spec.model:<25} {spec.key_env or '-':<18} {spec.concurrency:>3} "
+            f"{rpm:>5}  {spec.base_url or 'offline'}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print("openai:<id> any OpenAI-compatible server, with --base-url (key: DRVD_API_KEY)")
     return 0
 

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.providers import ModelSpec, resolve_model
+from pipeline.providers import DEFAULT_TIMEOUT, ModelSpec, resolve_model
 from pipeline.records import FILES
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_CACHE_DIR = Path("cache")
 DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
-DEFAULT_TIMEOUT = 120.0  # seconds per attempt, from the moment the request is sent
 DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
 DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
 PROTOCOLS = ("official", "notebook")
@@ -34,6 +33,7 @@ class Knob:
     parse: Callable[[str], Any]
     help: str
     default: Any = None  # None: the model's default (see providers.MODELS)
+    shown: str = "per model (see `drvd models`)"  # how --help describes a None default
 
 
 def _positive_int(text: str) -> int:
@@ -64,10 +64,16 @@ KNOBS = (
     Knob(
         "max_retries", "DRVD_MAX_RETRIES", _non_negative_int, "retries per row", DEFAULT_MAX_RETRIES
     ),
-    Knob("timeout", "DRVD_TIMEOUT", _positive_float, "seconds per attempt", DEFAULT_TIMEOUT),
+    Knob(
+        "timeout",
+        "DRVD_TIMEOUT",
+        _positive_float,
+        "seconds per attempt",
+        shown="120; deepseek 1800",
+    ),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
-    Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory"),
-    Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> (or to override)"),
+    Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
+    Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> or to override one"),
 )
 
 
@@ -163,7 +169,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         rpm=values["rpm"] or spec.rpm,
         tpm=values["tpm"] or spec.tpm,
         max_retries=values["max_retries"],
-        timeout=values["timeout"],
+        timeout=values["timeout"] or spec.timeout,
         cache_dir=Path(values["cache_dir"]),
         use_cache=not flags.get("no_cache", False),
         seed=flags.get("seed") or 0,

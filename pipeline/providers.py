@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from pipeline.errors import ConfigError
 
+DEFAULT_TIMEOUT = 120.0  # seconds per attempt, from the moment the request is sent
 DASHSCOPE_BEIJING = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DASHSCOPE_SINGAPORE = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
 
@@ -26,6 +27,7 @@ class ModelSpec:
     concurrency: int = 16  # requests in flight
     rpm: float | None = None  # requests per minute; None: no pacing beyond concurrency
     tpm: float | None = None  # tokens per minute
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def remote(self) -> bool:
@@ -46,10 +48,11 @@ MODELS: dict[str, ModelSpec] = {
             "qwen-intl", "qwen2.5-vl-72b-instruct", "dashscope", DASHSCOPE_SINGAPORE,
             "DASHSCOPE_API_KEY", concurrency=32, rpm=600,
         ),
-        # DeepSeek limits concurrency per account (2,500 for deepseek-flash), not RPM.
+        # DeepSeek limits concurrency per account (2,500 for deepseek-flash), not RPM, and may
+        # hold a request in its queue for 10-30 minutes before answering.
         ModelSpec(
             "deepseek", "deepseek-flash", "deepseek", "https://api.deepseek.com/v1",
-            "DEEPSEEK_API_KEY", concurrency=64,
+            "DEEPSEEK_API_KEY", concurrency=64, timeout=1800.0,
         ),
         ModelSpec(
             "gpt-4o", "gpt-4o", "openai", "https://api.openai.com/v1",
