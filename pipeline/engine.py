@@ -111,6 +111,7 @@ class APIModel:
         self.counters = counters
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.stopped: FatalAPIError | None = None
+        self._in_flight: dict[str, asyncio.Future[None]] = {}  # cache key → done signal
         self._retry_kwargs = retrying(
             max_attempts=cfg.max_retries + 1,
             max_seconds=cfg.row_deadline,
@@ -139,9 +140,21 @@ class APIModel:
         """Answer from the cache, else call the API with retries; fatal errors propagate."""
         digest = await asyncio.to_thread(file_digest, request.image.path)
         key = self.cache_key(request, digest)
+        # An identical request already in flight (a duplicate row) is paid once: wait for it,
+        # then read its answer from the cache.
+        while (pending := self._in_flight.get(key)) is not None:
+            await asyncio.wait([pending])
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.counters.cache_hits += 1
             return Outcome(hit, cached=True)
+        done = self._in_flight[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._fetch(request, key)
+        finally:
+            del self._in_flight[key]
+            done.set_result(None)
+
+    async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         try:
             image_url = await asyncio.to_thread(
                 self.images.data_url, request.image, legacy_mime=self.cfg.legacy_mime

@@ -257,3 +257,18 @@ async def test_ctrl_c_stops_cleanly_with_partial_summary(tmp_path: Path) -> None
     assert b"rerun the same command to resume" in stderr
     summary = orjson.loads((tmp_path / "out" / "r" / "summary.json").read_bytes())
     assert 20 <= summary["files"]["visual_evidence_qa"]["n"] < 300
+
+
+async def test_identical_rows_in_flight_together_are_paid_once(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=40)
+    row = (data / "visual_evidence_qa.jsonl").read_bytes().splitlines()[0]
+    (data / "visual_evidence_qa.jsonl").write_bytes((row + b"\n") * 12)
+    async with running(FakeConfig(latency=0.1)) as server:
+        cfg = config(data, tmp_path / "out", server.url, concurrency=8, files="visual_evidence_qa")
+        result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
+    assert result.exit_code == EXIT_OK
+    assert server.ledger.count() == 1
+    rows = results(tmp_path / "out")["visual_evidence_qa"]
+    assert len({r["_meta"]["key"] for r in rows}) == 12  # each occurrence counts once
+    assert result.summary["files"]["visual_evidence_qa"]["n"] == 12
+    assert result.summary["usage"]["cache_hits"] == 11
