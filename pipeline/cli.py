@@ -77,9 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="label re-encoded PNGs image/png (official quirk)",
     )
     ev.add_argument("--quiet", action="store_true", help="no progress display")
+    ev.add_argument(
+        "--official-quirks",
+        action="store_true",
+        help="score the stripped raw reply by exact match, as the official scripts do",
+    )
 
     sc = sub.add_parser("score", help="re-score a finished run folder offline")
     sc.add_argument("run_dir", type=Path)
+    sc.add_argument(
+        "--official-quirks",
+        action="store_true",
+        help="score the stripped raw reply by exact match, as the official scripts do",
+    )
 
     ca = sub.add_parser("cache", help="inspect or clear the response cache")
     ca.add_argument("action", choices=("stats", "clear"))
@@ -103,7 +113,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     try:
         result = _run(run_eval(cfg, show_progress=not args.quiet))
     except KeyboardInterrupt:
-        summary = score_run(cfg.run_dir, model=cfg.spec.alias)
+        summary = score_run(cfg.run_dir, model=cfg.spec.alias, official_quirks=cfg.official_quirks)
         write_summary(cfg.run_dir, summary)
         render(summary, console)
         print("interrupted: rerun the same command to resume", file=sys.stderr)
@@ -134,7 +144,13 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     # Keep what only the run knew (its usage counters, invalid input rows).
     old = orjson.loads(previous.read_bytes()) if previous.exists() else {}
     extra = {"run": old["run"]} if old.get("run") else None
-    summary = score_run(args.run_dir, usage=old.get("usage"), extra=extra)
+    summary = score_run(
+        args.run_dir,
+        model=old.get("model"),
+        usage=old.get("usage"),
+        extra=extra,
+        official_quirks=args.official_quirks,
+    )
     write_summary(args.run_dir, summary)
     render(summary, console)
     return 0

@@ -99,6 +99,7 @@ class EvalConfig:
     use_cache: bool = True
     seed: int = 0
     legacy_mime: bool = False
+    official_quirks: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -174,6 +175,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         use_cache=not flags.get("no_cache", False),
         seed=flags.get("seed") or 0,
         legacy_mime=bool(flags.get("legacy_mime", False)),
+        official_quirks=bool(flags.get("official_quirks", False)),
         api_key=api_key_for(spec, env),
     )
 

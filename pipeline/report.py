@@ -61,9 +61,10 @@ def score_run(
     model: str | None = None,
     usage: Mapping[str, int] | None = None,
     extra: Mapping[str, Any] | None = None,
+    official_quirks: bool = False,
 ) -> dict[str, Any]:
     """Return the summary of a run dir; later lines replace earlier ones with the same key."""
-    scorer = Scorer()
+    scorer = Scorer(official_quirks=official_quirks)
     seen_model: str | None = None
     for stem, row in load_results(run_dir):
         scorer.add(stem, row)
@@ -93,7 +94,11 @@ def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
 
 def render(summary: Mapping[str, Any], console: Console) -> None:
     """Print one table per scored file, then a usage line."""
-    console.print(f"[bold]{escape(str(summary.get('model', '?')))}[/bold]")
+    mode = {
+        "extracted": "answers extracted from the replies, scored as official",
+        "official-quirks": "stripped raw replies, exact match (official scripts bit for bit)",
+    }.get(summary.get("scoring", ""), "")
+    console.print(f"[bold]{escape(str(summary.get('model', '?')))}[/bold]  [dim]{mode}[/dim]")
     for stem, section in summary.get("files", {}).items():
         kind = section.get("kind")
         if kind == "joint":

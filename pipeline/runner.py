@@ -113,7 +113,9 @@ class Run:
     ) -> None:
         self.cfg = cfg
         self.responder = responder
-        self.state = RunState(counters=counters or Counters())
+        self.state = RunState(
+            scorer=Scorer(official_quirks=cfg.official_quirks), counters=counters or Counters()
+        )
         self.show_progress = show_progress
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
         self.root = find_root(cfg.data)

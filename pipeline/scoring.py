@@ -194,10 +194,24 @@ def _score(family: Family, row: Mapping[str, Any]) -> _Row:
     return _Row((modality,), (), error, usage, sentence_bleu(reference, prediction))
 
 
-class Scorer:
-    """Accumulate official scores row by row; a re-added key replaces its earlier row."""
+def as_official(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the row as the official pipeline would store it: the stripped raw reply."""
+    meta = row.get("_meta")
+    if not isinstance(meta, Mapping):
+        return row  # not ours: score what it holds
+    raw = row.get("raw_response")
+    return {**row, "model_response": raw.strip() if isinstance(raw, str) else None}
 
-    def __init__(self) -> None:
+
+class Scorer:
+    """Accumulate official scores row by row; a re-added key replaces its earlier row.
+
+    By default `model_response` (our extracted answer) is scored; with `official_quirks` the
+    stripped raw reply is, reproducing the official scripts bit for bit on raw outputs.
+    """
+
+    def __init__(self, *, official_quirks: bool = False) -> None:
+        self.official_quirks = official_quirks
         self._files: dict[str, dict[str, _Row]] = {}
         self._family: dict[str, Family] = {}
         self._anonymous = 0
@@ -216,7 +230,7 @@ class Scorer:
             self._anonymous += 1
             key = f"\0{self._anonymous}"  # rows from other tools: never replaced
         rows = self._files.setdefault(file, {})
-        new = _score(family, row)
+        new = _score(family, as_official(row) if self.official_quirks else row)
         old = rows.get(key)
         if old is not None:
             self._tally(old, -1)
@@ -263,6 +277,7 @@ class Scorer:
             "model": model,
             "files": files,
             "usage": self._usage(usage),
+            "scoring": "official-quirks" if self.official_quirks else "extracted",
             "additions": list(ADDITIONS),
         }
         for name, value in (extra or {}).items():
