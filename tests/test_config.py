@@ -1,0 +1,225 @@
+"""Configuration: flag beats DRVD_* variable beats default; keys, model names and files checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_OUT,
+    KNOBS,
+    EvalConfig,
+    cache_dir,
+    default_run_name,
+    load_config,
+)
+from pipeline.errors import ConfigError
+from pipeline.providers import DEFAULT_TIMEOUT, MODELS
+from pipeline.records import FILES
+
+KEYS = {"DASHSCOPE_API_KEY": "sk-dash", "DEEPSEEK_API_KEY": "sk-deep", "OPENAI_API_KEY": "sk-oai"}
+
+
+def load(model: str = "gpt-4o", env: dict[str, str] | None = None, **flags: Any) -> EvalConfig:
+    """Load a config with only the given environment (never the process's)."""
+    return load_config({"model": model, "data": Path("data"), **flags}, {**KEYS, **(env or {})})
+
+
+# (knob, flag value, env text, env value, model default for gpt-4o)
+PRECEDENCE = [
+    ("concurrency", 5, "7", 7, MODELS["gpt-4o"].concurrency),
+    ("rpm", 120.0, "240", 240.0, MODELS["gpt-4o"].rpm),
+    ("tpm", 1000.0, "2000.5", 2000.5, MODELS["gpt-4o"].tpm),
+    ("timeout", 3.5, "9", 9.0, DEFAULT_TIMEOUT),
+    ("max_retries", 2, "0", 0, DEFAULT_MAX_RETRIES),
+    ("cache_dir", Path("/flag/cache"), "/env/cache", Path("/env/cache"), DEFAULT_CACHE_DIR),
+]
+
+
+@pytest.mark.parametrize(("name", "flag", "text", "from_env", "default"), PRECEDENCE)
+def test_flag_beats_env_beats_model_default(
+    name: str, flag: Any, text: str, from_env: Any, default: Any
+) -> None:
+    var = next(k.env for k in KNOBS if k.name == name)
+    assert flag != from_env != default  # the three sources are distinguishable
+    assert getattr(load(), name) == default
+    assert getattr(load(env={var: text}), name) == from_env
+    assert getattr(load(env={var: text}, **{name: flag}), name) == flag
+
+
+def test_model_defaults_differ_per_model() -> None:
+    assert load("gpt-4o").concurrency == MODELS["gpt-4o"].concurrency
+    assert load("deepseek").concurrency == MODELS["deepseek"].concurrency
+    assert load("deepseek").rpm is None  # no pacing beyond concurrency
+    assert load("qwen").rpm == MODELS["qwen"].rpm
+    # DeepSeek may queue a request for up to 30 minutes: its attempt timeout is its own.
+    assert load("deepseek").timeout == MODELS["deepseek"].timeout > DEFAULT_TIMEOUT
+    assert load("deepseek", env={"DRVD_TIMEOUT": "30"}).timeout == 30.0
+    assert load("deepseek", timeout=5.0, env={"DRVD_TIMEOUT": "30"}).timeout == 5.0
+
+
+def test_blank_env_value_means_unset() -> None:
+    assert load(env={"DRVD_CONCURRENCY": "  "}).concurrency == MODELS["gpt-4o"].concurrency
+
+
+@pytest.mark.parametrize(
+    ("var", "text"),
+    [
+        ("DRVD_CONCURRENCY", "abc"),
+        ("DRVD_CONCURRENCY", "0"),
+        ("DRVD_CONCURRENCY", "-3"),
+        ("DRVD_CONCURRENCY", "1.5"),
+        ("DRVD_RPM", "0"),
+        ("DRVD_RPM", "-1"),
+        ("DRVD_RPM", "fast"),
+        ("DRVD_TPM", "-inf"),
+        ("DRVD_TIMEOUT", "0"),
+        ("DRVD_MAX_RETRIES", "-1"),
+        ("DRVD_MAX_RETRIES", "x"),
+    ],
+)
+def test_invalid_env_value_names_the_variable(var: str, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(env={var: text})
+    assert var in str(info.value)
+    assert repr(text) in str(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="config._positive_float accepts 'nan' (nan <= 0 is False)")
+def test_nan_rate_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="DRVD_RPM"):
+        load(env={"DRVD_RPM": "nan"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config._knob_value returns flag values unparsed: --concurrency 0 silently becomes "
+    "the model default and --concurrency -1 / --max-retries -1 crash later with ValueError",
+)
+@pytest.mark.parametrize(
+    ("name", "value"), [("concurrency", 0), ("concurrency", -1), ("max_retries", -1), ("rpm", 0.0)]
+)
+def test_invalid_flag_value_is_a_config_error(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(**{name: value})
+    var = next(k.env for k in KNOBS if k.name == name)
+    assert f"--{name.replace('_', '-')}" in str(info.value) or var in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "var"),
+    [
+        ("qwen", "DASHSCOPE_API_KEY"),
+        ("qwen-intl", "DASHSCOPE_API_KEY"),
+        ("deepseek", "DEEPSEEK_API_KEY"),
+        ("gpt-4o", "OPENAI_API_KEY"),
+    ],
+)
+def test_missing_key_names_the_exact_variable(model: str, var: str) -> None:
+    others = {k: v for k, v in KEYS.items() if k != var}  # other providers' keys don't count
+    with pytest.raises(ConfigError) as info:
+        load_config({"model": model, "data": Path("d")}, others)
+    message = str(info.value)
+    assert var in message
+    assert not any(k in message for k in others)
+    assert load_config({"model": model, "data": Path("d")}, {var: "sk-x"}).api_key == "sk-x"
+
+
+def test_drvd_api_key_overrides_provider_key() -> None:
+    assert load("gpt-4o", env={"DRVD_API_KEY": "sk-over"}).api_key == "sk-over"
+    only = load_config({"model": "qwen", "data": Path("d")}, {"DRVD_API_KEY": "sk-only"})
+    assert only.api_key == "sk-only"
+
+
+def test_local_and_generic_models_need_no_key() -> None:
+    assert load_config({"model": "random", "data": Path("d")}, {}).api_key is None
+    cfg = load_config({"model": "openai:m", "data": Path("d"), "base_url": "http://h/v1"}, {})
+    assert cfg.api_key is None
+    cfg = load_config({"model": "openai:m", "data": Path("d")}, {"DRVD_BASE_URL": "http://e/v1"})
+    assert cfg.spec.base_url == "http://e/v1"
+
+
+def test_openai_model_without_base_url_names_flag_and_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"model": "openai:qwen2.5-vl-7b", "data": Path("d")}, {})
+    assert "--base-url" in str(info.value)
+    assert "DRVD_BASE_URL" in str(info.value)
+
+
+def test_base_url_flag_beats_env() -> None:
+    flags = {"model": "openai:m", "data": Path("d"), "base_url": "http://flag/v1/"}
+    cfg = load_config(flags, {"DRVD_BASE_URL": "http://env/v1"})
+    assert cfg.spec.base_url == "http://flag/v1"
+
+
+def test_data_from_flag_or_env_or_error() -> None:
+    assert load_config({"model": "random"}, {"DRVD_DATA": "/env/data"}).data == Path("/env/data")
+    flags = {"model": "random", "data": Path("/flag")}
+    assert load_config(flags, {"DRVD_DATA": "/env"}).data == Path("/flag")
+    with pytest.raises(ConfigError, match="DRVD_DATA"):
+        load_config({"model": "random"}, {})
+
+
+def test_files_parsing() -> None:
+    assert load().files == FILES
+    assert load(files="joint_qa, visual_evidence_qa.jsonl").files == (
+        "joint_qa",
+        "visual_evidence_qa",
+    )
+    with pytest.raises(ConfigError) as info:
+        load(files="joint_qa,jointqa")
+    assert "'jointqa'" in str(info.value)
+    assert all(stem in str(info.value) for stem in FILES)
+
+
+def test_protocol_is_checked() -> None:
+    assert load().protocol == "official"
+    assert load(protocol="notebook").protocol == "notebook"
+    with pytest.raises(ConfigError, match="official"):
+        load(protocol="fast")
+
+
+def test_api_key_is_not_in_repr() -> None:
+    secret = "sk-very-secret-0123456789"
+    cfg = load(env={"OPENAI_API_KEY": secret})
+    assert cfg.api_key == secret
+    assert secret not in repr(cfg)
+    assert secret not in str(cfg)
+
+
+def test_flags_that_are_not_knobs() -> None:
+    cfg = load(out=Path("o"), run_name="mine", limit=5, seed=7, legacy_mime=True, no_cache=True)
+    assert (cfg.out, cfg.run_name, cfg.limit, cfg.seed) == (Path("o"), "mine", 5, 7)
+    assert cfg.legacy_mime is True and cfg.use_cache is False
+    assert cfg.run_dir == Path("o") / "mine"
+    plain = load()
+    assert plain.out == DEFAULT_OUT and plain.use_cache is True and plain.seed == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("gpt-4o", "gpt-4o"),
+        ("openai:Qwen/Qwen2.5-VL-7B-Instruct", "openai-Qwen-Qwen2.5-VL-7B-Instruct"),
+        ("openai:a b::c", "openai-a-b-c"),
+        ("///", "run"),
+    ],
+)
+def test_default_run_name_is_folder_safe(model: str, name: str) -> None:
+    assert default_run_name(model) == name
+
+
+def test_default_run_name_comes_from_alias() -> None:
+    cfg = load_config({"model": "openai:org/m", "data": Path("d"), "base_url": "http://h"}, {})
+    assert cfg.run_name == "openai-org-m"
+    assert "/" not in cfg.run_name
+
+
+def test_cache_dir_helper_precedence() -> None:
+    assert cache_dir(None, {}) == DEFAULT_CACHE_DIR
+    assert cache_dir(None, {"DRVD_CACHE_DIR": "/e"}) == Path("/e")
+    assert cache_dir(Path("/f"), {"DRVD_CACHE_DIR": "/e"}) == Path("/f")

@@ -1,0 +1,65 @@
+"""Throttle: even request pacing, shared pauses, token pacing. Only lower bounds on time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pipeline.ratelimit import Throttle
+
+SLACK = 0.005  # timer granularity; the loop may wake a hair early
+
+
+async def stamped(throttle: Throttle, tokens: int = 0) -> float:
+    await throttle.acquire(tokens)
+    return asyncio.get_running_loop().time()
+
+
+async def test_rpm_paces_requests_evenly() -> None:
+    throttle = Throttle(rpm=6000)  # 100 per second: one every 10 ms
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    times = sorted(await asyncio.gather(*(stamped(throttle) for _ in range(21))))
+    assert times[-1] - start >= 0.2 - SLACK
+    # Evenly, never a burst: the i-th request leaves no sooner than i intervals after the first.
+    for i, t in enumerate(times):
+        assert t - times[0] >= i * 0.01 - SLACK, i
+
+
+async def test_no_limits_means_no_waiting_on_tokens() -> None:
+    throttle = Throttle()
+    for _ in range(1000):
+        await throttle.acquire(10**9)  # would take forever if anything were paced
+
+
+async def test_pause_holds_every_acquirer_until_it_ends() -> None:
+    throttle = Throttle()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    throttle.pause(0.15)
+    times = await asyncio.gather(*(stamped(throttle) for _ in range(5)))
+    assert min(times) >= start + 0.15 - SLACK
+
+
+async def test_a_later_pause_extends_the_wait_of_those_already_waiting() -> None:
+    throttle = Throttle(rpm=60_000)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    throttle.pause(0.05)
+    waiters = [asyncio.create_task(stamped(throttle)) for _ in range(3)]
+    await asyncio.sleep(0.02)
+    throttle.pause(0.1)  # a second 429 while they sleep: now until start + 0.12
+    throttle.pause(0.01)  # a shorter pause never shortens the current one
+    times = await asyncio.gather(*waiters)
+    assert min(times) >= start + 0.12 - SLACK
+
+
+async def test_request_larger_than_token_bucket_completes_and_is_paced() -> None:
+    throttle = Throttle(tpm=6000)  # 100 tokens per second; the bucket holds one second's worth
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await throttle.acquire(120)  # more than the bucket holds: must not raise or hang
+    assert loop.time() - start >= 0.2 - SLACK  # the 20 tokens beyond the bucket wait 0.2 s
+    # The budget is spent: even a small request now waits for tokens to drain.
+    before = loop.time()
+    await throttle.acquire(10)
+    assert loop.time() - before >= 0.1 - SLACK
