@@ -14,11 +14,13 @@ SAMPLE := pipeline/sample
 setup: $(STAMP)
 
 # Re-install whenever pyproject.toml changes; works on a fresh machine with only PyPI reachable.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..."; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# The authors' package, for the parity test; --no-deps: its scorer needs only the stdlib.
+	$(PY) -m pip install --quiet --no-deps drvd-bench==0.2.2
 	@touch $(STAMP)
 
 demo: setup

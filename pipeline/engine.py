@@ -123,7 +123,8 @@ class APIModel:
         self.counters.retries += 1
         # A rate limit tells every worker on this endpoint to back off, not just this one.
         if isinstance(exc, RetryableError) and exc.status == 429:
-            self.throttle.pause(wait)
+            # The server's own hint when it gives one; our jittered backoff otherwise.
+            self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)
 
     def cache_key(self, request: ChatRequest, image_digest: str) -> str:
         """Return the response-cache key for this model and request."""
@@ -138,7 +139,10 @@ class APIModel:
 
     async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
         """Answer from the cache, else call the API with retries; fatal errors propagate."""
-        digest = await asyncio.to_thread(file_digest, request.image.path)
+        try:
+            digest = await asyncio.to_thread(file_digest, request.image.path)
+        except OSError as exc:
+            return Outcome(None, RowError(f"image could not be read: {exc}"))
         key = self.cache_key(request, digest)
         # An identical request already in flight (a duplicate row) is paid once: wait for it,
         # then read its answer from the cache.

@@ -96,5 +96,5 @@ class ResultsFile:
         with self.path.open("rb") as f:
             for _, offset, length in order:
                 f.seek(offset)
-                parts.append(f.read(length))
+                parts.append(f.read(length).rstrip(b"\n") + b"\n")
         write_atomic(self.path, b"".join(parts))

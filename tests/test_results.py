@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from pipeline.results import ResultsFile
 
@@ -135,11 +134,6 @@ def test_finalize_is_idempotent(tmp_path: Path) -> None:
     assert path.read_bytes() == once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="results.ResultsFile.finalize copies raw line bytes: a last line without its "
-    "newline is glued to the row sorted after it",
-)
 def test_finalize_never_merges_lines(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     write(path, [row("b", 2)], orjson.dumps(row("a", 1)))  # no newline after the last row
