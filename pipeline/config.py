@@ -5,6 +5,7 @@ Nothing else in the package reads os.environ.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -45,8 +46,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
+    if not (0 < value < math.inf):
+        raise ValueError("must be a number greater than 0")
     return value
 
 
@@ -109,15 +110,17 @@ class EvalConfig:
 
 
 def _knob_value(knob: Knob, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    # Flag and variable values pass the same checks.
     if flags.get(knob.name) is not None:
-        return flags[knob.name]
-    raw = env.get(knob.env, "").strip()
-    if not raw:
-        return knob.default
+        raw, where = str(flags[knob.name]), f"--{knob.name.replace('_', '-')}"
+    else:
+        raw, where = env.get(knob.env, "").strip(), knob.env
+        if not raw:
+            return knob.default
     try:
         return knob.parse(raw)
     except ValueError as exc:
-        msg = f"{knob.env}={raw!r} is not valid: {exc}"
+        msg = f"{where}={raw!r} is not valid: {exc}"
         raise ConfigError(msg) from exc
 
 
@@ -166,11 +169,13 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         run_name=flags.get("run_name") or default_run_name(spec.alias),
         protocol=protocol,
         limit=flags.get("limit"),
-        concurrency=values["concurrency"] or spec.concurrency,
-        rpm=values["rpm"] or spec.rpm,
-        tpm=values["tpm"] or spec.tpm,
+        concurrency=values["concurrency"]
+        if values["concurrency"] is not None
+        else spec.concurrency,
+        rpm=values["rpm"] if values["rpm"] is not None else spec.rpm,
+        tpm=values["tpm"] if values["tpm"] is not None else spec.tpm,
         max_retries=values["max_retries"],
-        timeout=values["timeout"] or spec.timeout,
+        timeout=values["timeout"] if values["timeout"] is not None else spec.timeout,
         cache_dir=Path(values["cache_dir"]),
         use_cache=not flags.get("no_cache", False),
         seed=flags.get("seed") or 0,

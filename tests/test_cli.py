@@ -95,11 +95,6 @@ def test_score_of_missing_run_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(drvd("score", tmp_path / "nothing"), 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._knob_value does not validate flag values: --concurrency -1 reaches "
-    "asyncio.Semaphore (ValueError traceback, exit 1)",
-)
 def test_invalid_flag_value_exits_2(tmp_path: Path) -> None:
     proc = drvd(
         "eval", "--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--data", SAMPLE,

@@ -89,17 +89,11 @@ def test_invalid_env_value_names_the_variable(var: str, text: str) -> None:
     assert repr(text) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="config._positive_float accepts 'nan' (nan <= 0 is False)")
 def test_nan_rate_is_rejected() -> None:
     with pytest.raises(ConfigError, match="DRVD_RPM"):
         load(env={"DRVD_RPM": "nan"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._knob_value returns flag values unparsed: --concurrency 0 silently becomes "
-    "the model default and --concurrency -1 / --max-retries -1 crash later with ValueError",
-)
 @pytest.mark.parametrize(
     ("name", "value"), [("concurrency", 0), ("concurrency", -1), ("max_retries", -1), ("rpm", 0.0)]
 )
