@@ -28,7 +28,7 @@ from pipeline.ratelimit import Throttle
 from pipeline.records import Sample
 from pipeline.report import write_summary
 from pipeline.results import ResultsFile
-from pipeline.scoring import Scorer
+from pipeline.scoring import Scorer, warm_bleu
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 _DONE = None  # end-of-stream marker on the queues
@@ -261,6 +261,9 @@ class Run:
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        if "report_generation" in self.stems:
+            # Off the loop and before any request: the import would stall every call in flight.
+            await asyncio.to_thread(warm_bleu)
         self._load_finished()
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems

@@ -130,6 +130,11 @@ def _nltk_bleu() -> tuple[Callable[..., float], Callable[..., Any]]:
     return sentence_bleu, SmoothingFunction().method4
 
 
+def warm_bleu() -> None:
+    """Import nltk's BLEU now (about a second), so the first report row does not pay it."""
+    _nltk_bleu()
+
+
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
