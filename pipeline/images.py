@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import hashlib
 import io
 import logging
 import mimetypes
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 import orjson
 from PIL import Image
 
+from pipeline.cache import write_atomic
 from pipeline.records import ImageSpec
 
 log = logging.getLogger(__name__)
@@ -134,7 +132,7 @@ class ImageCache:
             return url
         url = encode_image(spec, legacy_mime=legacy_mime)
         try:
-            _write_atomic(entry, url)
+            write_atomic(entry, url.encode("ascii"))
         except OSError as exc:
             # The cache only saves work; a full disk must not fail the row.
             log.warning("cannot write image cache entry %s: %s", entry, exc)
@@ -159,17 +157,3 @@ def _read(entry: Path) -> str | None:
         log.warning("image cache entry %s is corrupt; re-encoding", entry)
         return None
     return text
-
-
-def _write_atomic(entry: Path, text: str) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory, so os.replace is atomic: readers see the old entry or the whole new one.
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-        os.replace(tmp, entry)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

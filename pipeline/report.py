@@ -5,8 +5,6 @@ Needs no API calls: everything comes from `<run_dir>/<stem>.jsonl`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.cache import write_atomic
 from pipeline.errors import DataError
 from pipeline.records import FILES, JOINT_LEVELS
 from pipeline.scoring import Scorer
@@ -78,17 +77,7 @@ def score_run(
 def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Write `run_dir/summary.json` atomically and return its path."""
     path = run_dir / SUMMARY_NAME
-    data = orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".summary.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     return path
 
 
