@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,7 +101,7 @@ class APIModel:
         cache: ResponseCache | None,
         images: ImageCache,
         counters: Counters,
-        sleep: object = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.name = cfg.spec.model
         self.cfg = cfg
@@ -115,7 +116,7 @@ class APIModel:
         self._retry_kwargs = retrying(
             max_attempts=cfg.max_retries + 1,
             max_seconds=cfg.row_deadline,
-            sleep=sleep,  # type: ignore[arg-type]
+            sleep=sleep,
             on_retry=self._on_retry,
         )
 
