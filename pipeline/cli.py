@@ -32,6 +32,7 @@ def _env_help() -> str:
     lines += [
         "  DRVD_API_KEY      key for any model; overrides the provider's own variable",
         "  DASHSCOPE_API_KEY, DEEPSEEK_API_KEY, OPENAI_API_KEY   provider keys",
+        "  DRVD_JUDGE_API_KEY  key for the judge; overrides its provider's variable",
         "",
         "exit status: 0 every row answered; 1 some rows failed (rerun to retry them);",
         "             2 usage or config error; 3 a fatal API error stopped the run; 130 Ctrl-C",
@@ -76,6 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label re-encoded PNGs image/png (official quirk)",
     )
+    ev.add_argument(
+        "--judge",
+        help="maps unreadable answers and extracts report keywords: an alias, openai:<id>, "
+        "or none (DRVD_JUDGE; default deepseek when DEEPSEEK_API_KEY is set)",
+    )
+    ev.add_argument("--judge-base-url", help="the judge's endpoint (DRVD_JUDGE_BASE_URL)")
+    ev.add_argument(
+        "--keyword-prompt",
+        choices=("repo", "pypi"),
+        help="report keyword prompt of the repo script (default) or the PyPI package",
+    )
+    ev.add_argument(
+        "--bert-model", help="BERTScore model name or local folder (default: PubMedBERT)"
+    )
+    ev.add_argument("--bert-layers", type=int, help="BERTScore layer (default 12 for PubMedBERT)")
+    ev.add_argument(
+        "--no-bertscore",
+        action="store_true",
+        help="skip BERTScore even when bert-score is installed",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress display")
     ev.add_argument(
         "--official-quirks",
@@ -105,9 +126,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         console.print(
             "[yellow]bundled demo set: a few rows in the DrVD format, NOT DrVD-Bench data[/]"
         )
+    judge = f"{cfg.judge.alias} ({cfg.judge.model})" if cfg.judge else "none"
     console.print(
         f"[bold]drvd eval[/] model={cfg.spec.alias} ({cfg.spec.model}) data={cfg.data} "
-        f"protocol={cfg.protocol} concurrency={cfg.concurrency} → {cfg.run_dir}",
+        f"protocol={cfg.protocol} concurrency={cfg.concurrency} judge={judge} → {cfg.run_dir}",
         highlight=False,
     )
     try:

@@ -22,9 +22,9 @@ _KEEPALIVE = 30.0
 
 
 class ChatClient(Protocol):
-    """Anything that can answer a `ChatRequest` whose image is already a URL."""
+    """Anything that can answer a `ChatRequest` whose image (if any) is already a URL."""
 
-    async def complete(self, request: ChatRequest, image_url: str) -> Completion:
+    async def complete(self, request: ChatRequest, image_url: str | None) -> Completion:
         """Return the model's reply or raise an `APIError` subclass."""
         ...
 
@@ -32,23 +32,25 @@ class ChatClient(Protocol):
 def build_payload(
     model: str,
     request: ChatRequest,
-    image_url: str,
+    image_url: str | None,
     extra_body: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Return the OpenAI chat-completions body: system, then user text before the image."""
-    payload: dict[str, Any] = {
-        "model": model,
-        "messages": [
-            {"role": "system", "content": request.system},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": request.text},
-                    {"type": "image_url", "image_url": {"url": image_url}},
-                ],
-            },
-        ],
-    }
+    """Return the OpenAI chat-completions body: system, then user text before the image.
+
+    A text-only request (no image URL) sends its text as a plain string: text-only models such
+    as DeepSeek's reject content parts of type image_url.
+    """
+    user: str | list[dict[str, Any]] = request.text
+    if image_url is not None:
+        user = [
+            {"type": "text", "text": request.text},
+            {"type": "image_url", "image_url": {"url": image_url}},
+        ]
+    messages: list[dict[str, Any]] = []
+    if request.system is not None:
+        messages.append({"role": "system", "content": request.system})
+    messages.append({"role": "user", "content": user})
+    payload: dict[str, Any] = {"model": model, "messages": messages}
     # Unset sampling fields stay out of the body so the provider default applies (official
     # protocol for visual_evidence_qa sends neither).
     if request.temperature is not None:
@@ -102,7 +104,7 @@ class OpenAIClient:
             f"model={self.model!r}, timeout={self.timeout!r})"
         )
 
-    async def complete(self, request: ChatRequest, image_url: str) -> Completion:
+    async def complete(self, request: ChatRequest, image_url: str | None) -> Completion:
         """POST one chat completion; return the reply or raise an `APIError` subclass."""
         data = orjson.dumps(build_payload(self.model, request, image_url, self._extra_body))
         where = f"{self.provider} {self._url}"

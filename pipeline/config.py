@@ -5,15 +5,17 @@ Nothing else in the package reads os.environ.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.keywords import BERT_LAYERS, BERT_MODEL, DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.providers import DEFAULT_TIMEOUT, ModelSpec, resolve_model
 from pipeline.records import FILES
 
@@ -75,6 +77,29 @@ KNOBS = (
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
     Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
     Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> or to override one"),
+    Knob(
+        "judge",
+        "DRVD_JUDGE",
+        str,
+        "judge for unreadable answers and report keywords: an alias, openai:<id> or none",
+        shown="deepseek if DEEPSEEK_API_KEY is set, else none",
+    ),
+    Knob("judge_base_url", "DRVD_JUDGE_BASE_URL", str, "endpoint for the judge", shown="its own"),
+    Knob(
+        "keyword_prompt",
+        "DRVD_KEYWORD_PROMPT",
+        str,
+        "report keyword prompt: repo or pypi (the two official scripts)",
+        DEFAULT_VARIANT,
+    ),
+    Knob("bert_model", "DRVD_BERT_MODEL", str, "BERTScore model name or folder", BERT_MODEL),
+    Knob(
+        "bert_layers",
+        "DRVD_BERT_LAYERS",
+        _positive_int,
+        "BERTScore layer",
+        shown=f"{BERT_LAYERS} for PubMedBERT, else bert-score's table",
+    ),
 )
 
 
@@ -102,11 +127,32 @@ class EvalConfig:
     legacy_mime: bool = False
     official_quirks: bool = False
     api_key: str | None = field(default=None, repr=False)
+    judge: ModelSpec | None = None  # None: no judge, no keyword metrics
+    judge_key: str | None = field(default=None, repr=False)
+    keyword_prompt: Variant = DEFAULT_VARIANT
+    bert_model: str | None = None  # None: BERTScore not computed
+    bert_layers: int | None = None
 
     @property
     def run_dir(self) -> Path:
         """Return the folder that holds this run's results and summary."""
         return self.out / self.run_name
+
+    def judge_config(self) -> EvalConfig | None:
+        """Return the settings judge calls run with: the judge's endpoint, key and pace."""
+        if self.judge is None:
+            return None
+        spec = self.judge
+        return replace(
+            self,
+            spec=spec,
+            api_key=self.judge_key,
+            concurrency=spec.concurrency,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            timeout=spec.timeout,
+            legacy_mime=False,
+        )
 
 
 def _knob_value(knob: Knob, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:
@@ -149,6 +195,36 @@ def api_key_for(spec: ModelSpec, env: Mapping[str, str]) -> str | None:
     return key or None
 
 
+def judge_for(
+    name: str | None, base_url: str | None, env: Mapping[str, str]
+) -> tuple[ModelSpec | None, str | None]:
+    """Return the judge's spec and key; by default DeepSeek when its key is set, else none."""
+    name = name or ("deepseek" if env.get("DEEPSEEK_API_KEY") else "none")
+    if name == "none":
+        return None, None
+    spec = resolve_model(name, base_url=base_url)
+    if not spec.remote:
+        msg = f"--judge {name!r}: the judge must be an API model (an alias, openai:<id>, or none)"
+        raise ConfigError(msg)
+    key = env.get("DRVD_JUDGE_API_KEY") or (env.get(spec.key_env) if spec.key_env else None)
+    if spec.key_env and not key:
+        msg = (
+            f"judge {name!r} needs an API key: set {spec.key_env} or DRVD_JUDGE_API_KEY, "
+            "or pass --judge none"
+        )
+        raise ConfigError(msg)
+    return spec, key or None
+
+
+def _bert(flags: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """Return the BERTScore model and layer, or (None, None) when it is off or not installed."""
+    if flags.get("no_bertscore") or importlib.util.find_spec("bert_score") is None:
+        return None, None
+    model = values["bert_model"]
+    layers = values["bert_layers"]
+    return model, layers if layers is not None else (BERT_LAYERS if model == BERT_MODEL else None)
+
+
 def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EvalConfig:
     """Build the run configuration from parsed flags and the environment."""
     env = os.environ if env is None else env
@@ -157,6 +233,11 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     if values["data"] is None:
         msg = "no dataset: pass --data DIR or set DRVD_DATA"
         raise ConfigError(msg)
+    if values["keyword_prompt"] not in PROMPTS:
+        msg = f"--keyword-prompt {values['keyword_prompt']!r}: choose from {', '.join(PROMPTS)}"
+        raise ConfigError(msg)
+    judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env)
+    bert_model, bert_layers = _bert(flags, values)
     protocol = flags.get("protocol") or "official"
     if protocol not in PROTOCOLS:
         msg = f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}"
@@ -182,6 +263,11 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         legacy_mime=bool(flags.get("legacy_mime", False)),
         official_quirks=bool(flags.get("official_quirks", False)),
         api_key=api_key_for(spec, env),
+        judge=judge,
+        judge_key=judge_key,
+        keyword_prompt=values["keyword_prompt"],
+        bert_model=bert_model,
+        bert_layers=bert_layers,
     )
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying
 
@@ -102,6 +102,7 @@ class APIModel:
         images: ImageCache,
         counters: Counters,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = cfg.spec.model
         self.cfg = cfg
@@ -112,6 +113,8 @@ class APIModel:
         self.counters = counters
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.stopped: FatalAPIError | None = None
+        self.extra_body = dict(extra_body or {})  # must match the client's: it is in the key
+        self.models_seen: set[str] = set()  # model names the API reported (the judge's is recorded)
         self._in_flight: dict[str, asyncio.Future[None]] = {}  # cache key → done signal
         self._retry_kwargs = retrying(
             max_attempts=cfg.max_retries + 1,
@@ -127,7 +130,7 @@ class APIModel:
             # The server's own hint when it gives one; our jittered backoff otherwise.
             self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)
 
-    def cache_key(self, request: ChatRequest, image_digest: str) -> str:
+    def cache_key(self, request: ChatRequest, image_digest: str | None) -> str:
         """Return the response-cache key for this model and request."""
         return request_key(
             model=self.cfg.spec.model,
@@ -136,21 +139,32 @@ class APIModel:
             request=request,
             image_digest=image_digest,
             legacy_mime=self.cfg.legacy_mime,
+            extra=self.extra_body,
         )
 
     async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
         """Answer from the cache, else call the API with retries; fatal errors propagate."""
         try:
-            digest = await asyncio.to_thread(file_digest, request.image.path)
+            digest = await asyncio.to_thread(file_digest, sample.image)
         except OSError as exc:
             return Outcome(None, RowError(f"image could not be read: {exc}"))
-        key = self.cache_key(request, digest)
+        return await self._answer(request, self.cache_key(request, digest))
+
+    async def complete_text(self, request: ChatRequest) -> Completion:
+        """Answer a text-only request (judge calls) the same way; failures raise `APIError`."""
+        outcome = await self._answer(request, self.cache_key(request, None))
+        if outcome.completion is None:
+            raise outcome.error or RowError("no answer")
+        return outcome.completion
+
+    async def _answer(self, request: ChatRequest, key: str) -> Outcome:
         # An identical request already in flight (a duplicate row) is paid once: wait for it,
         # then read its answer from the cache.
         while (pending := self._in_flight.get(key)) is not None:
             await asyncio.wait([pending])
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             self.counters.cache_hits += 1
+            self._seen(hit)
             return Outcome(hit, cached=True)
         done = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
@@ -159,14 +173,21 @@ class APIModel:
             del self._in_flight[key]
             done.set_result(None)
 
+    def _seen(self, completion: Completion) -> None:
+        if completion.model:
+            self.models_seen.add(completion.model)
+
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
-        try:
-            image_url = await asyncio.to_thread(
-                self.images.data_url, request.image, legacy_mime=self.cfg.legacy_mime
-            )
-        except OSError as exc:
-            return Outcome(None, RowError(f"image could not be encoded: {exc}"))
-        tokens = (len(request.system) + len(request.text)) // 3 + _IMAGE_TOKENS
+        image_url = None
+        tokens = (len(request.system or "") + len(request.text)) // 3
+        if request.image is not None:
+            try:
+                image_url = await asyncio.to_thread(
+                    self.images.data_url, request.image, legacy_mime=self.cfg.legacy_mime
+                )
+            except OSError as exc:
+                return Outcome(None, RowError(f"image could not be encoded: {exc}"))
+            tokens += _IMAGE_TOKENS
         tokens += request.max_tokens or 300
         try:
             completion = await self._call(request, image_url, tokens)
@@ -179,9 +200,10 @@ class APIModel:
             self.cache.put(key, completion)
         self.counters.prompt_tokens += completion.prompt_tokens
         self.counters.completion_tokens += completion.completion_tokens
+        self._seen(completion)
         return Outcome(completion)
 
-    async def _call(self, request: ChatRequest, image_url: str, tokens: int) -> Completion:
+    async def _call(self, request: ChatRequest, image_url: str | None, tokens: int) -> Completion:
         async for attempt in AsyncRetrying(**self._retry_kwargs):
             with attempt:
                 # The slot is held per attempt, never across a backoff sleep.

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
-from functools import cache
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,18 @@ class KeywordCache:
         write_atomic(self._path(key), orjson.dumps(entry))
 
 
+async def keywords_for(
+    text: str, *, complete: Complete, cache: KeywordCache | None, variant: Variant
+) -> str:
+    """Return the keywords of one text, from the cache or one judge call (errors propagate)."""
+    if cache is not None and (hit := cache.get(variant, text)) is not None:
+        return hit
+    keywords = (await complete(keyword_prompt(text, variant))).strip()  # as official
+    if cache is not None:
+        cache.put(variant, text, keywords)
+    return keywords
+
+
 async def extract_keywords(
     texts: Iterable[str],
     *,
@@ -134,31 +147,22 @@ async def extract_keywords(
     unique = list(dict.fromkeys(texts))
     _template(variant)  # reject an unknown variant before any call
     found: dict[str, str] = {}
-    missing: list[str] = []
-    for text in unique:
-        hit = cache.get(variant, text) if cache is not None else None
-        if hit is None:
-            missing.append(text)
-        else:
-            found[text] = hit
     slots = asyncio.Semaphore(max(1, concurrency))
 
     async def one(text: str) -> None:
         async with slots:
             try:
-                reply = await complete(keyword_prompt(text, variant))
+                found[text] = await keywords_for(
+                    text, complete=complete, cache=cache, variant=variant
+                )
             except FatalAPIError:
                 raise
             except APIError:
                 return
-        keywords = reply.strip()  # as official: content.strip()
-        if cache is not None:
-            cache.put(variant, text, keywords)
-        found[text] = keywords
 
     try:
         async with asyncio.TaskGroup() as group:
-            for text in missing:
+            for text in unique:
                 group.create_task(one(text))
     except BaseExceptionGroup as errors:
         # Surface the first real error (e.g. FatalAPIError) rather than a group.
@@ -176,7 +180,7 @@ def bert_f1(
     preds: list[str],
     *,
     model_type: str = BERT_MODEL,
-    num_layers: int = BERT_LAYERS,
+    num_layers: int | None = BERT_LAYERS,
     device: str = "cpu",
     batch_size: int = 64,
 ) -> list[float]:
@@ -186,7 +190,8 @@ def bert_f1(
         refs: reference keyword lists.
         preds: predicted keyword lists, same length.
         model_type: a Hugging Face model name or a local model directory.
-        num_layers: which layer's embeddings to use (12 for PubMedBERT, as official).
+        num_layers: which layer's embeddings to use (12 for PubMedBERT, as official); None:
+            bert-score's own table for known model names.
         device: torch device; the official script uses the CPU.
         batch_size: pairs per forward pass (bert-score's default is 64).
     """
@@ -201,7 +206,7 @@ def bert_f1(
 
 
 @cache
-def _scorer(model_type: str, num_layers: int, device: str) -> Any:
+def _scorer(model_type: str, num_layers: int | None, device: str) -> Any:
     # Imported lazily: bert-score pulls torch and transformers, an optional extra.
     try:
         from bert_score import BERTScorer  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -209,11 +214,47 @@ def _scorer(model_type: str, num_layers: int, device: str) -> Any:
         msg = "BERTScore needs the report extra: pip install '.[report]' (bert-score, torch)"
         raise ConfigError(msg) from exc
     # Loaded once per process; idf off and no rescaling, as in the official call.
-    return BERTScorer(
-        model_type=model_type,
-        num_layers=num_layers,
-        lang="en",
-        idf=False,
-        rescale_with_baseline=False,
-        device=device,
-    )
+    try:
+        return BERTScorer(
+            model_type=model_type,
+            num_layers=num_layers,
+            lang="en",
+            idf=False,
+            rescale_with_baseline=False,
+            device=device,
+        )
+    except Exception as exc:  # hub unreachable, unknown layer count, not a model folder...
+        msg = (
+            f"BERTScore model {model_type!r} could not be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); pass --bert-model NAME_OR_DIR (and --bert-layers N), "
+            "or --no-bertscore"
+        )
+        raise ConfigError(msg) from exc
+
+
+class BertScore:
+    """BERTScore F1 of one keyword pair at a time, on one worker thread (torch uses the cores)."""
+
+    def __init__(self, model: str, layers: int | None) -> None:
+        self.model = model
+        self.layers = layers
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bertscore")
+
+    def load(self) -> None:
+        """Load the model now (slow; raises `ConfigError` when it cannot be loaded)."""
+        _scorer(self.model, self.layers, "cpu")
+
+    async def f1(self, reference: str, prediction: str) -> float:
+        """Return the pair's F1, computed off the event loop."""
+        loop = asyncio.get_running_loop()
+        scores = await loop.run_in_executor(
+            self._pool,
+            partial(
+                bert_f1, [reference], [prediction], model_type=self.model, num_layers=self.layers
+            ),
+        )
+        return scores[0]
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -7,6 +7,7 @@ Extend by adding a row to MODELS. `openai:<model-id>` reaches any OpenAI-compati
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -60,6 +61,11 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }  # fmt: skip
+
+
+# Added to every judge call's body. DeepSeek's current models think by default; the official judge
+# (deepseek-chat) did not, and thinking mode ignores the keyword call's temperature=0.
+JUDGE_BODY: dict[str, dict[str, Any]] = {"deepseek": {"thinking": {"type": "disabled"}}}
 
 
 def resolve_model(name: str, *, base_url: str | None = None) -> ModelSpec:

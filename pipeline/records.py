@@ -45,9 +45,9 @@ class ImageSpec:
 class ChatRequest:
     """Everything that determines the model's answer, before the image is encoded."""
 
-    system: str
+    system: str | None  # None: no system message (the official keyword extraction sends none)
     text: str  # user text; sent before the image
-    image: ImageSpec
+    image: ImageSpec | None  # None: a text-only request (judge calls)
     temperature: float | None = None  # None: not sent (provider default)
     max_tokens: int | None = None  # None: not sent
 

@@ -100,8 +100,27 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         errors = section.get("errors", 0)
         if errors:
             notes.append(f"{errors} row(s) with an error, scored wrong (as official)")
+        if answers := section.get("answers"):
+            notes.append(
+                f"answers: {answers['extracted']} extracted, {answers['judge']} mapped by the "
+                f"judge, {answers['none']} unreadable (scored as given)"
+            )
         for note in notes:
             console.print(Text(f"  {note}", style="dim"))
+    if drop := summary.get("independent_vs_joint"):
+        console.print(_drop_table(drop))
+    if (shortcut := summary.get("shortcut")) and shortcut["joint"]["lesion_wrong"]:
+        cell = shortcut["joint"]
+        console.print(
+            Text(
+                f"shortcut*: diagnosis right with the lesion wrong in {cell['diagnosis_right']}/"
+                f"{cell['lesion_wrong']} joint rows ({_pct(cell['rate'])})",
+                style="dim",
+            )
+        )
+    judge = (summary.get("run") or {}).get("judge")
+    if judge:
+        console.print(Text(_judge_line(judge), style="dim"))
     console.print(_usage_line(summary.get("usage") or {}))
 
 
@@ -166,9 +185,12 @@ def _frac(cell: Mapping[str, Any]) -> str:
 
 
 def _report_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]:
-    notes = [f"{section['dropped']} of {section['n']} rows dropped (empty prediction, official)"]
-    if section.get("keywords") is None:
-        notes.append("BLEU on raw texts: keyword extraction not run (official uses keywords)")
+    notes = [
+        f"{section['dropped']} of {section['n']} rows dropped (empty prediction or keywords "
+        "not extracted, as official)"
+    ]
+    if section.get("note"):
+        notes.append(section["note"])
     notes.append("all*: mean over every scored row (our addition)")
     table = Table(title=escape(stem), title_justify="left")
     table.add_column("Modality")
@@ -182,6 +204,33 @@ def _report_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[st
     table.add_section()
     table.add_row("all*", str(section["scored"]), _num(section["bleu"]), _num(section["bert_f1"]))
     return table, notes
+
+
+def _drop_table(drop: Mapping[str, Any]) -> Table:
+    table = Table(title="independent → joint* (same images)", title_justify="left")
+    for name in ("Level", "Pairs", "Independent", "Joint", "Drop"):
+        table.add_column(name, justify="left" if name == "Level" else "right")
+    for level, cell in drop.items():
+        drop_pts = "—" if cell["drop"] is None else f"{cell['drop'] * 100:+.1f} pts"
+        table.add_row(
+            level,
+            str(cell["pairs"]),
+            _pct(cell["independent"]),
+            _pct(cell["joint"]),
+            drop_pts,
+        )
+    return table
+
+
+def _judge_line(judge: Mapping[str, Any]) -> str:
+    if judge.get("model") is None:
+        return str(judge.get("note", "no judge"))
+    returned = ", ".join(judge.get("models_returned") or []) or "no call this run"
+    return (
+        f"judge: {judge['model']} ({judge['model_id']}; API reported: {returned}), "
+        f"{judge['api_calls']:,} calls, {judge['cache_hits']:,} cached; keyword prompt "
+        f"{judge['keyword_prompt']}; BERTScore {judge.get('bertscore_model') or 'off'}"
+    )
 
 
 def _usage_line(usage: Mapping[str, Any]) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +20,14 @@ from pipeline.client import OpenAIClient, make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, find_root, iter_samples
 from pipeline.engine import APIModel, Counters, Outcome, RandomModel, Responder
-from pipeline.errors import ConfigError, DataError, FatalAPIError
+from pipeline.errors import APIError, ConfigError, DataError, FatalAPIError
 from pipeline.extract import extract_chain, extract_choice
+from pipeline.grading import Grader
 from pipeline.images import ImageCache
+from pipeline.keywords import BertScore, KeywordCache
 from pipeline.progress import RunProgress
 from pipeline.prompts import build_request
+from pipeline.providers import JUDGE_BODY
 from pipeline.ratelimit import Throttle
 from pipeline.records import Sample
 from pipeline.report import write_summary
@@ -32,6 +36,10 @@ from pipeline.scoring import Scorer, warm_bleu
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 _DONE = None  # end-of-stream marker on the queues
+NO_JUDGE = (
+    "no judge: unreadable replies are scored as given (wrong, as official) and report keywords "
+    "and BERTScore are not computed; set DEEPSEEK_API_KEY or pass --judge"
+)
 
 
 @dataclass(slots=True)
@@ -56,10 +64,11 @@ class RunResult:
     fatal: str | None = None
 
 
-def answer_fields(sample: Sample, outcome: Outcome) -> dict[str, Any]:
-    """Return `model_response`, `raw_response`, `error` and the answer's provenance."""
+def answer_fields(sample: Sample, outcome: Outcome) -> tuple[dict[str, Any], str | None]:
+    """Return `model_response`, `raw_response` and `error`, and how the answer was obtained."""
     if outcome.completion is None:
-        return {"model_response": None, "raw_response": None, "error": str(outcome.error)}
+        fields = {"model_response": None, "raw_response": None, "error": str(outcome.error)}
+        return fields, None
     raw = outcome.completion.text
     answer: str | None = None
     if sample.kind in ("evidence", "independent"):
@@ -69,34 +78,41 @@ def answer_fields(sample: Sample, outcome: Outcome) -> dict[str, Any]:
     source = "extracted" if answer is not None else "none"
     if sample.kind == "report":
         answer, source = raw.strip(), "text"
-    return {
-        # Unreadable replies keep the official behaviour: the stripped reply, scored as is.
+    # Unreadable replies keep the official behaviour: the stripped reply, scored as is.
+    fields = {
         "model_response": answer if answer is not None else raw.strip(),
         "raw_response": raw,
         "error": None,
-        "_answer_source": source,
     }
+    return fields, source
 
 
 def result_row(sample: Sample, outcome: Outcome) -> dict[str, Any]:
     """Build one results line: the input row unchanged plus the answer fields and `_meta`."""
-    fields = answer_fields(sample, outcome)
+    fields, source = answer_fields(sample, outcome)
     completion = outcome.completion
     meta = {
         "key": sample.key,
         "line": sample.line,
         "kind": sample.kind,
-        "answer_source": fields.pop("_answer_source", None),
+        "answer_source": source,
         "model": completion.model if completion else None,
         "request_id": completion.request_id if completion else None,
         "prompt_tokens": completion.prompt_tokens if completion else 0,
         "completion_tokens": completion.completion_tokens if completion else 0,
         "cached": outcome.cached,
     }
+    row = {**sample.row, **fields, "_meta": meta}
     if outcome.error is not None:
-        meta["error_status"] = outcome.error.status
-        meta["error_code"] = outcome.error.code
-    return {**sample.row, **fields, "_meta": meta}
+        fail_row(row, outcome.error)
+    return row
+
+
+def fail_row(row: dict[str, Any], error: APIError, what: str = "") -> None:
+    """Mark a results row failed (scored wrong, retried on the next run)."""
+    row["error"] = f"{what}{error}"
+    row["_meta"]["error_status"] = error.status
+    row["_meta"]["error_code"] = error.code
 
 
 class Run:
@@ -108,11 +124,13 @@ class Run:
         responder: Responder,
         *,
         counters: Counters | None = None,
+        grader: Grader | None = None,
         show_progress: bool = True,
         on_invalid: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.responder = responder
+        self.grader = grader
         self.state = RunState(
             scorer=Scorer(official_quirks=cfg.official_quirks), counters=counters or Counters()
         )
@@ -181,11 +199,24 @@ class Run:
             request = build_request(sample, self.cfg.protocol)
             try:
                 outcome = await self.responder.respond(sample, request)
+                row = result_row(sample, outcome)
+                if self.grader is not None and row["error"] is None:
+                    await self._grade(sample, row)
             except FatalAPIError as exc:
                 self.state.fatal = self.state.fatal or str(exc)
                 continue
-            await sink.put((stem, result_row(sample, outcome)))
+            await sink.put((stem, row))
         await sink.put(_DONE)
+
+    async def _grade(self, sample: Sample, row: dict[str, Any]) -> None:
+        assert self.grader is not None
+        try:
+            await self.grader.grade(sample.kind, row)
+        except FatalAPIError as exc:
+            self.state.fatal = self.state.fatal or f"judge: {exc}"
+            raise
+        except APIError as exc:
+            fail_row(row, exc, "judge: ")
 
     async def _sink(
         self, sink: asyncio.Queue[tuple[str, dict[str, Any]] | None], progress: RunProgress
@@ -254,9 +285,29 @@ class Run:
                 "endpoint": self.cfg.spec.base_url,
                 "invalid_rows": self.state.invalid,
                 "stopped": self.state.fatal,
+                "judge": self._judge_summary(),
             }
         }
         return self.state.scorer.summary(model=self.cfg.spec.alias, usage=usage, extra=extra)
+
+    def _judge_summary(self) -> dict[str, Any]:
+        if self.grader is None:
+            return {"model": None, "note": NO_JUDGE}
+        judge = self.grader.judge
+        c = judge.counters
+        return {
+            "model": judge.cfg.spec.alias,
+            "model_id": judge.name,
+            "models_returned": sorted(judge.models_seen),  # the API's own names (aliases move)
+            "endpoint": judge.cfg.spec.base_url,
+            "keyword_prompt": self.grader.variant,
+            "bertscore_model": self.grader.bert.model if self.grader.bert else None,
+            "api_calls": c.api_calls,
+            "cache_hits": c.cache_hits,
+            "retries": c.retries,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+        }
 
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
@@ -264,6 +315,8 @@ class Run:
         if "report_generation" in self.stems:
             # Off the loop and before any request: the import would stall every call in flight.
             await asyncio.to_thread(warm_bleu)
+            if self.grader is not None and self.grader.bert is not None:
+                await asyncio.to_thread(self.grader.bert.load)  # fails early if it cannot load
         self._load_finished()
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
@@ -303,26 +356,49 @@ async def run_eval(
 ) -> RunResult:
     """Evaluate `cfg.spec` on the dataset; `sleep` replaces backoff sleeps (tests)."""
     counters = Counters()
-    if not cfg.spec.remote:
-        run = Run(cfg, RandomModel(seed=cfg.seed), counters=counters, show_progress=show_progress)
+    async with AsyncExitStack() as stack:
+        responder: Responder = RandomModel(seed=cfg.seed)
+        if cfg.spec.remote:
+            responder = await _api_model(cfg, stack, counters, sleep)
+        grader = None
+        if (judge_cfg := cfg.judge_config()) is not None:
+            judge = await _api_model(
+                judge_cfg, stack, Counters(), sleep, JUDGE_BODY.get(judge_cfg.spec.provider)
+            )
+            bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
+            if bert is not None:
+                stack.callback(bert.close)
+            keywords = KeywordCache(cfg.cache_dir, judge=judge.name) if cfg.use_cache else None
+            grader = Grader(judge, variant=cfg.keyword_prompt, keywords=keywords, bert=bert)
+        run = Run(cfg, responder, counters=counters, grader=grader, show_progress=show_progress)
         return await run.execute()
-    async with make_session(cfg.concurrency) as session:
-        client = OpenAIClient(
-            session,
-            base_url=cfg.spec.base_url or "",
-            model=cfg.spec.model,
-            api_key=cfg.api_key or "",
-            provider=cfg.spec.provider,
-            timeout=cfg.timeout,
-        )
-        model = APIModel(
-            cfg,
-            client,
-            throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
-            cache=ResponseCache(cfg.cache_dir) if cfg.use_cache else None,
-            images=ImageCache(cfg.cache_dir),
-            counters=counters,
-            sleep=sleep,
-        )
-        run = Run(cfg, model, counters=counters, show_progress=show_progress)
-        return await run.execute()
+
+
+async def _api_model(
+    cfg: EvalConfig,
+    stack: AsyncExitStack,
+    counters: Counters,
+    sleep: Callable[[float], Awaitable[None]] | None,
+    extra_body: Mapping[str, Any] | None = None,
+) -> APIModel:
+    """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and pace."""
+    session = await stack.enter_async_context(make_session(cfg.concurrency))
+    client = OpenAIClient(
+        session,
+        base_url=cfg.spec.base_url or "",
+        model=cfg.spec.model,
+        api_key=cfg.api_key or "",
+        provider=cfg.spec.provider,
+        timeout=cfg.timeout,
+        extra_body=extra_body,
+    )
+    return APIModel(
+        cfg,
+        client,
+        throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
+        cache=ResponseCache(cfg.cache_dir) if cfg.use_cache else None,
+        images=ImageCache(cfg.cache_dir),
+        counters=counters,
+        sleep=sleep,
+        extra_body=extra_body,
+    )

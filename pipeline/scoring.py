@@ -34,6 +34,10 @@ ADDITIONS = (
     "files.joint_qa.level_totals: per-level accuracy across modalities",
     "files.report_generation.bleu: mean BLEU over every scored row, all modalities",
     "files.*.errors: rows with an error, counted apart (still wrong, as official)",
+    "files.*.answers: how each answer was obtained (extracted, judge, none)",
+    "files.report_generation.bert_f1 when keywords exist; bleu/bert_f1 all-modality means",
+    "independent_vs_joint: per-level accuracy on the same images, independent then joint",
+    "shortcut: how often the diagnosis is right while the lesion level is wrong",
 )
 
 _FILE_FAMILY: dict[str, Family] = {
@@ -49,9 +53,11 @@ _KIND_FAMILY: dict[str, Family] = {
     "report": "report",
 }
 _KEYWORDS_NOTE = (
-    "keyword extraction not run: BLEU is computed on the raw texts, not on extracted keywords "
-    "as the official script does; BERTScore not computed"
+    "keyword extraction not run (no judge): BLEU is computed on the raw texts, not on extracted "
+    "keywords as the official script does; BERTScore not computed. Set DEEPSEEK_API_KEY or "
+    "pass --judge, then rerun (answers come from the cache)"
 )
+_NO_BERT_NOTE = "BERTScore not computed: pip install '.[report]' (bert-score; torch==2.13.0 first)"
 
 
 def row_kind(row: Mapping[str, Any]) -> Kind:
@@ -165,6 +171,10 @@ class _Row:
     error: bool
     usage: _Usage
     bleu: float | None = None  # report only; None: dropped
+    keywords: bool = False  # report: bleu is on extracted keywords (official), not raw texts
+    bert_f1: float | None = None  # report, on keywords
+    source: str | None = None  # how the answer was obtained: extracted, judge, none
+    image: str | None = None  # image_paths, to link independent and joint rows
 
 
 def _usage(row: Mapping[str, Any]) -> _Usage:
@@ -188,14 +198,26 @@ def _int(value: object) -> int:
 def _score(family: Family, row: Mapping[str, Any]) -> _Row:
     error = row.get("error") is not None
     usage = _usage(row)
+    meta = row.get("_meta")
+    source = meta.get("answer_source") if isinstance(meta, Mapping) else None
+    image = _opt_str(row.get("image_paths"))
     if family == "mcq":
-        return _Row(mcq_group(row), (mcq_correct(row),), error, usage)
+        return _Row(mcq_group(row), (mcq_correct(row),), error, usage, source=source, image=image)
     if family == "joint":
-        return _Row((joint_modality(row),), tuple(joint_hits(row)), error, usage)
+        hits = tuple(joint_hits(row))
+        return _Row((joint_modality(row),), hits, error, usage, source=source, image=image)
     pair = report_pair(row)
     if pair is None:
         return _Row(("Unknown",), (), error, usage)
     modality, reference, prediction = pair
+    kw = row.get("keywords")
+    if isinstance(kw, Mapping) and isinstance(kw.get("reference"), str):
+        ref_kw, pred_kw = kw["reference"], kw.get("prediction")
+        if isinstance(pred_kw, str):
+            f1 = kw.get("bert_f1")
+            bert = float(f1) if isinstance(f1, int | float) and not isinstance(f1, bool) else None
+            bleu = sentence_bleu(ref_kw, pred_kw)
+            return _Row((modality,), (), error, usage, bleu, keywords=True, bert_f1=bert)
     return _Row((modality,), (), error, usage, sentence_bleu(reference, prediction))
 
 
@@ -281,6 +303,8 @@ class Scorer:
         out: dict[str, Any] = {
             "model": model,
             "files": files,
+            "independent_vs_joint": self._level_drop(),
+            "shortcut": self._shortcut(),
             "usage": self._usage(usage),
             "scoring": "official-quirks" if self.official_quirks else "extracted",
             "additions": list(ADDITIONS),
@@ -291,6 +315,48 @@ class Scorer:
                 raise ValueError(msg)
             out[name] = value
         return out
+
+    def _level_drop(self) -> dict[str, Any] | None:
+        """Per level: accuracy on images present in both files, independent vs joint."""
+        independent = self._files.get("independent_qa", {}).values()
+        joint = {r.image: r for r in self._files.get("joint_qa", {}).values() if r.image}
+        if not independent or not joint:
+            return None
+        out: dict[str, Any] = {}
+        for i, level in enumerate(JOINT_LEVELS):
+            pairs = [
+                (r.hits[0], joint[r.image].hits[i])
+                for r in independent
+                if r.group[1] == level and r.image in joint
+            ]
+            ind, jnt = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+            n = len(pairs)
+            out[level] = {
+                "pairs": n,
+                "independent": _accuracy(ind, n),
+                "joint": _accuracy(jnt, n),
+                "drop": (ind - jnt) / n if n else None,
+            }
+        return out
+
+    def _shortcut(self) -> dict[str, Any] | None:
+        """Diagnosis right while the lesion is wrong: joint rows, and independent rows per image."""
+        lesion, diagnosis = JOINT_LEVELS.index("lesion"), JOINT_LEVELS.index("diagnosis")
+        joint = [
+            (r.hits[lesion], r.hits[diagnosis]) for r in self._files.get("joint_qa", {}).values()
+        ]
+        by_image: dict[str, dict[str, bool]] = {}
+        for r in self._files.get("independent_qa", {}).values():
+            if r.image and r.group[1] in ("lesion", "diagnosis"):
+                by_image.setdefault(r.image, {})[str(r.group[1])] = r.hits[0]
+        independent = [
+            (levels["lesion"], levels["diagnosis"])
+            for levels in by_image.values()
+            if len(levels) == 2
+        ]
+        if not joint and not independent:
+            return None
+        return {"joint": _shortcut_cell(joint), "independent": _shortcut_cell(independent)}
 
     def _usage(self, given: Mapping[str, int] | None) -> dict[str, Any]:
         if given is not None:
@@ -311,6 +377,25 @@ class Scorer:
         }
 
 
+def _shortcut_cell(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
+    """Among (lesion hit, diagnosis hit) pairs with the lesion wrong, how many got the diagnosis."""
+    wrong = [diagnosis for lesion, diagnosis in pairs if not lesion]
+    return {
+        "n": len(pairs),
+        "lesion_wrong": len(wrong),
+        "diagnosis_right": sum(wrong),
+        "rate": _accuracy(sum(wrong), len(wrong)),
+    }
+
+
+def _sources(rows: Iterable[_Row]) -> dict[str, int]:
+    counts = dict.fromkeys(("extracted", "judge", "none"), 0)
+    for row in rows:
+        if row.source in counts:
+            counts[row.source] += 1
+    return counts
+
+
 def _cell(n: int, correct: int) -> dict[str, Any]:
     return {"n": n, "correct": correct, "accuracy": _accuracy(correct, n)}
 
@@ -327,7 +412,13 @@ def _mcq_section(rows: Iterable[_Row]) -> dict[str, Any]:
         correct += row.hits[0]
         errors += row.error
     groups = {m: {s: _cell(*c) for s, c in subs.items()} for m, subs in cells.items()}
-    return {"kind": "mcq", **_cell(n, correct), "errors": errors, "groups": groups}
+    return {
+        "kind": "mcq",
+        **_cell(n, correct),
+        "errors": errors,
+        "answers": _sources(rows),
+        "groups": groups,
+    }
 
 
 def _joint_section(rows: Iterable[_Row]) -> dict[str, Any]:
@@ -359,18 +450,29 @@ def _joint_section(rows: Iterable[_Row]) -> dict[str, Any]:
         },
         "level_totals": totals,
         "chains": {m: _cell(c[0], c[-1]) for m, c in levels.items()},
+        "answers": _sources(rows),
     }
 
 
 def _report_section(rows: Iterable[_Row]) -> dict[str, Any]:
-    scores: dict[str, list[float]] = {}
+    rows = list(rows)
+    keywords = any(row.keywords for row in rows)
+    bleu: dict[str, list[float]] = {}
+    bert: dict[str, list[float]] = {}
     n = errors = 0
     for row in rows:
         n += 1
         errors += row.error
-        if row.bleu is not None:
-            scores.setdefault(_label(row.group[0]), []).append(row.bleu)
-    every = [s for group in scores.values() for s in group]
+        # With keywords, rows without them are dropped, as official drops failed extractions.
+        if row.bleu is not None and row.keywords == keywords:
+            bleu.setdefault(_label(row.group[0]), []).append(row.bleu)
+            if row.bert_f1 is not None:
+                bert.setdefault(_label(row.group[0]), []).append(row.bert_f1)
+    every = [s for group in bleu.values() for s in group]
+    every_bert = [s for group in bert.values() for s in group]
+    note = None if keywords else _KEYWORDS_NOTE
+    if keywords and len(every_bert) < len(every):
+        note = _NO_BERT_NOTE
     return {
         "kind": "report",
         "n": n,
@@ -378,10 +480,17 @@ def _report_section(rows: Iterable[_Row]) -> dict[str, Any]:
         "dropped": n - len(every),
         "errors": errors,
         "bleu": _mean(every),
-        "bert_f1": None,
-        "keywords": None,
-        "note": _KEYWORDS_NOTE,
-        "groups": {m: {"n": len(s), "bleu": _mean(s), "bert_f1": None} for m, s in scores.items()},
+        "bert_f1": _mean(every_bert) if len(every_bert) == len(every) else None,
+        "keywords": "extracted" if keywords else None,
+        "note": note,
+        "groups": {
+            m: {
+                "n": len(s),
+                "bleu": _mean(s),
+                "bert_f1": _mean(bert.get(m, [])) if len(bert.get(m, [])) == len(s) else None,
+            }
+            for m, s in bleu.items()
+        },
     }
 
 

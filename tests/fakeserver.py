@@ -124,7 +124,9 @@ class FakeConfig:
     rpm: int | None = None  # accepted requests per sliding 60 s window
     expected_key: str | None = None  # when set, any other Bearer token gets 401
     served_model: str | None = None  # reported model; None echoes the requested one
-    answer_fn: Callable[[dict[str, Any]], str] | None = None
+    answer_fn: Callable[[dict[str, Any]], str] | None = None  # replaces default_answer
+    replies: str = "plain"  # "plain" | "varied" (see CHOICE_PHRASINGS)
+    judge_reply: str = "letter"  # one of JUDGE_REPLIES
     clock: Callable[[], float] = time.monotonic  # for the RPM window and ledger times
     # outcome name → (status, error.type, error.code, error.message); add entries for new forms
     error_bodies: dict[str, ErrorBody] = field(default_factory=lambda: dict(ERROR_BODIES))
@@ -195,17 +197,82 @@ class Ledger:
         }
 
 
-def default_answer(payload: dict[str, Any]) -> str:
-    """Answer deterministically: a letter, a comma-separated chain, or a short report."""
+# Reply styles: "plain" answers bare letters; "varied" wraps the same letter in the phrasings models
+# actually use (each listed in issue 4), chosen per request by a hash of the prompt.
+CHOICE_PHRASINGS = (
+    "{L}",
+    "{L}.",
+    "({L})",
+    "**{L}**",
+    "Answer: {L}",
+    "The answer is {L}.",
+    "{L}) {T}",
+    "{L}. {T} because the imaging appearance is typical.",
+    "{T}",
+    "```\n{L}\n```",
+    "\\boxed{{{L}}}",
+    "The correct option is {L}",
+    "I think the answer is ({L}) {T}.",
+    "Final answer: **{L}. {T}**",
+)
+CHAIN_PHRASINGS = (
+    "{0},{1},{2},{3}",
+    "{0}, {1}, {2}, {3}",
+    "['{0}','{1}','{2}','{3}']",
+    "1. {0} 2. {1} 3. {2} 4. {3}",
+    "Answers: {0}, {1}, {2}, {3}",
+    "**{0}, {1}, {2}, {3}**",
+)
+# How the fake judge answers the official mapper prompt: the letter alone, the full option
+# ("C. CT", as the official mapper stores it), lower case, or nothing usable.
+JUDGE_REPLIES = ("letter", "option", "lower", "garbage")
+MAPPER_MARKER = "Other model's answer: "
+KEYWORD_MARKER = "comma-separated list of visually identifiable"
+_OPTION_TEXT = re.compile(r"^\s*([A-H])[.)]\s+(.+?)\s*$", re.MULTILINE)
+
+
+def default_answer(payload: dict[str, Any], config: FakeConfig | None = None) -> str:
+    """Answer deterministically: a letter, a comma-separated chain, a report, or a judge reply."""
+    config = config or FakeConfig()
     system, text, _ = _split_messages(payload)
+    if MAPPER_MARKER in text:
+        return _judge_reply(text, config.judge_reply)
+    if KEYWORD_MARKER in text:
+        return _keywords(text)
     blocks = _option_blocks(text)
     digest = hashlib.sha256(text.encode()).digest()
+    varied = config.replies == "varied"
     if "comma" in system.lower() or len(blocks) > 1:
         blocks = blocks or [list("ABCD")] * 4
-        return ",".join(b[digest[i % len(digest)] % len(b)] for i, b in enumerate(blocks))
+        letters = [b[digest[i % len(digest)] % len(b)] for i, b in enumerate(blocks)]
+        if varied and len(letters) == 4:
+            return CHAIN_PHRASINGS[digest[5] % len(CHAIN_PHRASINGS)].format(*letters)
+        return ",".join(letters)
     if blocks:
-        return blocks[0][digest[0] % len(blocks[0])]
+        letter = blocks[0][digest[0] % len(blocks[0])]
+        if not varied:
+            return letter
+        options = dict(_OPTION_TEXT.findall(text))
+        phrasing = CHOICE_PHRASINGS[digest[6] % len(CHOICE_PHRASINGS)]
+        return phrasing.format(L=letter, T=options.get(letter, letter))
     return _REPORTS[digest[0] % len(_REPORTS)]
+
+
+def _judge_reply(prompt: str, style: str) -> str:
+    """Map the other model's answer to the option whose text it mentions (else the first)."""
+    options = _OPTION_TEXT.findall(prompt.split("Options:", 1)[-1].split(MAPPER_MARKER)[0])
+    said = prompt.split(MAPPER_MARKER, 1)[1].split("\n\nInstruction:")[0].lower()
+    letter, text = next(((k, t) for k, t in options if t.lower() in said), options[0])
+    return {"letter": letter, "option": f"{letter}. {text}", "lower": letter.lower()}.get(
+        style, "I am not sure what the model meant."
+    )
+
+
+def _keywords(prompt: str) -> str:
+    """Return the report's longer words as a comma-separated keyword list."""
+    body = prompt.split("\n\n")[1] if prompt.count("\n\n") >= 2 else prompt
+    words = [w.strip(".,;:()").lower() for w in body.split()]
+    return ", ".join(dict.fromkeys(w for w in words if len(w) >= 5))
 
 
 def _option_blocks(text: str) -> list[list[str]]:
@@ -385,7 +452,7 @@ class FakeServer:
 
     def _completion(self, payload: dict[str, Any], *, empty: bool) -> bytes:
         cfg = self.config
-        content = (cfg.answer_fn or default_answer)(payload)
+        content = cfg.answer_fn(payload) if cfg.answer_fn else default_answer(payload, cfg)
         system, text, _ = _split_messages(payload)
         prompt_tokens = (len(system) + len(text)) // 4 + 85  # a flat image cost, like 4o "low"
         completion_tokens = max(1, len(content) // 4)
@@ -478,6 +545,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--expected-key", default=None, help="only this Bearer key is accepted")
     p.add_argument("--served-model", default=None, help="model name to report")
     p.add_argument("--ledger-out", type=Path, help="write the ledger as JSONL here on exit")
+    p.add_argument(
+        "--replies", choices=("plain", "varied"), default="plain", help="answer phrasing"
+    )
+    p.add_argument(
+        "--judge-reply", choices=JUDGE_REPLIES, default="letter", help="mapper prompt reply"
+    )
     return p.parse_args(argv)
 
 
@@ -502,6 +575,8 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         rpm=args.rpm,
         expected_key=args.expected_key,
         served_model=args.served_model,
+        replies=args.replies,
+        judge_reply=args.judge_reply,
     )
 
 

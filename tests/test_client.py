@@ -230,3 +230,10 @@ async def test_session_limits_connections_in_flight(fake_server):
         done = await asyncio.gather(*(client.complete(_request(f"q{i}"), IMAGE) for i in range(5)))
     assert len(done) == 5
     assert fake_server.ledger.max_in_flight == 2
+
+
+def test_text_only_request_sends_a_plain_string_and_no_system_when_unset():
+    request = ChatRequest(system=None, text="extract keywords", image=None, temperature=0.0)
+    payload = build_payload("judge", request, None, {"thinking": {"type": "disabled"}})
+    assert payload["messages"] == [{"role": "user", "content": "extract keywords"}]
+    assert payload["temperature"] == 0.0 and payload["thinking"] == {"type": "disabled"}

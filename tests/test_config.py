@@ -217,3 +217,66 @@ def test_cache_dir_helper_precedence() -> None:
     assert cache_dir(None, {}) == DEFAULT_CACHE_DIR
     assert cache_dir(None, {"DRVD_CACHE_DIR": "/e"}) == Path("/e")
     assert cache_dir(Path("/f"), {"DRVD_CACHE_DIR": "/e"}) == Path("/f")
+
+
+def test_judge_defaults_to_deepseek_only_when_its_key_is_set() -> None:
+    cfg = load()  # KEYS holds DEEPSEEK_API_KEY
+    assert cfg.judge is not None and cfg.judge.alias == "deepseek"
+    assert cfg.judge_key == "sk-deep"
+    no_deepseek = load_config({"model": "gpt-4o", "data": Path("d")}, {"OPENAI_API_KEY": "k"})
+    assert no_deepseek.judge is None
+    assert load(judge="none").judge is None
+    assert load(env={"DRVD_JUDGE": "none"}).judge is None
+
+
+def test_judge_key_and_endpoint_are_its_own() -> None:
+    cfg = load(
+        "openai:m",
+        base_url="http://model/v1",
+        judge="openai:j",
+        judge_base_url="http://judge/v1/",
+        env={"DRVD_API_KEY": "model-key", "DRVD_JUDGE_API_KEY": "judge-key"},
+    )
+    assert cfg.judge is not None
+    assert (cfg.judge.model, cfg.judge.base_url, cfg.judge_key) == (
+        "j",
+        "http://judge/v1",
+        "judge-key",
+    )
+    judge = cfg.judge_config()
+    assert judge is not None
+    assert judge.api_key == "judge-key" and judge.spec.base_url == "http://judge/v1"
+    assert judge.concurrency == cfg.judge.concurrency
+    assert "judge-key" not in repr(cfg) and "judge-key" not in repr(judge)
+    # The model's DRVD_BASE_URL is not the judge's.
+    with pytest.raises(ConfigError, match="needs an endpoint"):
+        load("openai:m", base_url="http://model/v1", judge="openai:j")
+
+
+@pytest.mark.parametrize(
+    ("judge", "env", "message"),
+    [
+        ("random", {}, "must be an API model"),
+        ("nobody", {}, "unknown model 'nobody'"),
+        ("gpt-4o", {"OPENAI_API_KEY": ""}, "set OPENAI_API_KEY or DRVD_JUDGE_API_KEY"),
+    ],
+)
+def test_bad_judges_are_config_errors(judge: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load("random", judge=judge, env=env)
+
+
+def test_keyword_prompt_and_bertscore_settings() -> None:
+    assert load().keyword_prompt == "repo"
+    assert load(env={"DRVD_KEYWORD_PROMPT": "pypi"}).keyword_prompt == "pypi"
+    with pytest.raises(ConfigError, match="choose from repo, pypi"):
+        load(keyword_prompt="paper")
+    assert load(no_bertscore=True).bert_model is None
+    cfg = load()  # bert-score is installed by `make setup-report`
+    assert (cfg.bert_model, cfg.bert_layers) == (
+        "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract",
+        12,
+    )
+    local = load(bert_model="/models/minilm", env={"DRVD_BERT_LAYERS": "6"})
+    assert (local.bert_model, local.bert_layers) == ("/models/minilm", 6)
+    assert load(bert_model="/models/minilm").bert_layers is None  # bert-score's own table

@@ -70,9 +70,7 @@ def official() -> Callable[..., None]:
     """Return the package's `compute_choice_metric`, loaded from its file alone."""
     spec = importlib.util.find_spec("drvd_bench")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(
-            f"drvd-bench not installed: pip install --no-deps drvd-bench=={OFFICIAL_VERSION}"
-        )
+        pytest.fail(f"drvd-bench {OFFICIAL_VERSION} missing: `make test` installs it --no-deps")
     assert importlib.metadata.version("drvd-bench") == OFFICIAL_VERSION
     # The package __init__ imports openai, bert_score and torch (mapper, report metric);
     # choice_metric.py needs only the standard library, so it is executed on its own.

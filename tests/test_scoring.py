@@ -456,3 +456,63 @@ def test_streamed_accuracy_equals_fmean_of_official_hits(rows):
         assert our_cells(section["groups"]) == as_cells(official_single(latest.values()))
     else:
         assert running["accuracy"] is None
+
+
+def _ind(image: str, level: str, hit: bool) -> dict:
+    return {
+        "image_paths": image,
+        "level": level,
+        "modality": "CT",
+        "answer": "A. x",
+        "model_response": "A" if hit else "B",
+    }
+
+
+def _joint(image: str, hits: str) -> dict:
+    letters = ",".join("A" if h == "1" else "B" for h in hits)
+    answers = {f"{lv}_answer": "A. x" for lv in ("modality", "organ", "lesion", "diagnosis")}
+    return {"image_paths": image, "joint_prompt": "?", "modality": "CT", **answers,
+            "model_response": letters}  # fmt: skip
+
+
+def test_independent_vs_joint_links_rows_by_image_and_counts_the_drop() -> None:
+    scorer = Scorer()
+    # img1: independent lesion right, joint lesion wrong; img2: both right; img3 has no joint row.
+    for row in (_ind("img1", "lesion", True), _ind("img2", "lesion", True),
+                _ind("img3", "lesion", False), _ind("img1", "modality", True)):  # fmt: skip
+        scorer.add("independent_qa", row)
+    scorer.add("joint_qa", _joint("img1", "1101"))
+    scorer.add("joint_qa", _joint("img2", "1111"))
+    drop = scorer.summary(model="m")["independent_vs_joint"]
+    assert drop["lesion"] == {"pairs": 2, "independent": 1.0, "joint": 0.5, "drop": 0.5}
+    assert drop["modality"] == {"pairs": 1, "independent": 1.0, "joint": 1.0, "drop": 0.0}
+    assert drop["organ"]["pairs"] == 0 and drop["organ"]["drop"] is None
+
+
+def test_shortcut_counts_right_diagnoses_behind_wrong_lesions() -> None:
+    scorer = Scorer()
+    for i, hits in enumerate(("1101", "1100", "1111", "0001")):
+        scorer.add("joint_qa", _joint(f"j{i}", hits))
+    scorer.add("independent_qa", _ind("a", "lesion", False))
+    scorer.add("independent_qa", _ind("a", "diagnosis", True))
+    scorer.add("independent_qa", _ind("b", "lesion", True))  # no diagnosis row: not a pair
+    shortcut = scorer.summary(model="m")["shortcut"]
+    # Joint: lesion wrong in rows 0, 1, 3; diagnosis right in 0 and 3.
+    assert shortcut["joint"] == {"n": 4, "lesion_wrong": 3, "diagnosis_right": 2, "rate": 2 / 3}
+    assert shortcut["independent"] == {"n": 1, "lesion_wrong": 1, "diagnosis_right": 1, "rate": 1.0}
+    assert Scorer().summary(model="m")["shortcut"] is None
+
+
+def test_report_keywords_replace_raw_text_bleu_and_rows_without_them_drop() -> None:
+    scorer = Scorer()
+    base = {"task": "report_generation", "modality": "CT", "answer": "ref text",
+            "model_response": "pred text"}  # fmt: skip
+    kw = {"reference": "mass, edema", "prediction": "mass, edema, opacity", "bert_f1": 0.9}
+    scorer.add("report_generation", {**base, "keywords": kw, "_meta": {"key": "a"}})
+    scorer.add("report_generation", {**base, "_meta": {"key": "b"}})  # extraction failed
+    section = scorer.summary(model="m")["files"]["report_generation"]
+    assert section["keywords"] == "extracted"
+    assert (section["n"], section["scored"], section["dropped"]) == (2, 1, 1)
+    assert section["bleu"] == sentence_bleu("mass, edema", "mass, edema, opacity")
+    assert section["bert_f1"] == 0.9 and section["groups"]["CT"]["bert_f1"] == 0.9
+    assert section["note"] is None

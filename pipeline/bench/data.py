@@ -57,7 +57,8 @@ def prewarm(data: Path, cache: Path) -> str:
     specs: set[ImageSpec] = set()
     for stem in present_files(data):
         for sample in iter_samples(data, stem, on_error=lambda _e: None):
-            specs.add(build_request(sample).image)
+            if (spec := build_request(sample).image) is not None:
+                specs.add(spec)
     images = ImageCache(cache)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:

@@ -89,14 +89,12 @@ def _samples(data: Path, cache: Path) -> list[Any]:
     for stem in present_files(data):
         for sample in iter_samples(data, stem, on_error=lambda _e: None):
             request = build_request(sample)
-            content = [
-                model.ContentText(text=request.text),
-                model.ContentImage(image=images.data_url(request.image)),
-            ]
-            messages = [
-                model.ChatMessageSystem(content=request.system),
-                model.ChatMessageUser(content=content),
-            ]
+            content = [model.ContentText(text=request.text)]
+            if request.image is not None:
+                content.append(model.ContentImage(image=images.data_url(request.image)))
+            messages = [model.ChatMessageUser(content=content)]
+            if request.system is not None:
+                messages.insert(0, model.ChatMessageSystem(content=request.system))
             samples.append(dataset.Sample(id=f"{stem}-{sample.line}", input=messages, target=""))
     return samples
 
