@@ -171,7 +171,7 @@ async def extract_keywords(
 
 
 def bleu_keywords(ref_kw: str, pred_kw: str) -> float:
-    """Return the official keyword BLEU: nltk sentence-BLEU, method4, whitespace tokens."""
+    """Return the official keyword BLEU: sentence-BLEU as nltk, method4, whitespace tokens."""
     return sentence_bleu(ref_kw, pred_kw)
 
 

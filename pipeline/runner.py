@@ -32,7 +32,7 @@ from pipeline.ratelimit import Throttle
 from pipeline.records import Sample
 from pipeline.report import write_summary
 from pipeline.results import ResultsFile
-from pipeline.scoring import Scorer, warm_bleu
+from pipeline.scoring import Scorer
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 _DONE = None  # end-of-stream marker on the queues
@@ -312,11 +312,9 @@ class Run:
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        if "report_generation" in self.stems:
-            # Off the loop and before any request: the import would stall every call in flight.
-            await asyncio.to_thread(warm_bleu)
-            if self.grader is not None and self.grader.bert is not None:
-                await asyncio.to_thread(self.grader.bert.load)  # fails early if it cannot load
+        bert = self.grader.bert if self.grader is not None else None
+        if bert is not None and "report_generation" in self.stems:
+            await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
         self._load_finished()
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems

@@ -234,6 +234,10 @@ def test_row_kind(row, kind):
     ],
 )
 def test_sentence_bleu_equals_nltk(ref, pred):
+    assert_same_as_nltk(ref, pred)
+
+
+def assert_same_as_nltk(ref: str, pred: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = nltk_sentence_bleu(
@@ -242,6 +246,17 @@ def test_sentence_bleu_equals_nltk(ref, pred):
     got = sentence_bleu(ref, pred)
     assert isinstance(got, float)
     assert got == expected
+
+
+_WORDS = st.sampled_from(
+    ["mass,", "edema", "opacity,", "no", "acute", "normal", "heart", "size,", "lesion", "a"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORDS, max_size=14), st.lists(_WORDS, max_size=14))
+def test_sentence_bleu_equals_nltk_bit_for_bit_on_random_keyword_lists(ref, pred):
+    assert_same_as_nltk(" ".join(ref), " ".join(pred))
 
 
 # --- Scorer parity with the transcription ---------------------------------------------------------
