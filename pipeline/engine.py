@@ -20,7 +20,7 @@ from pipeline.cache import ResponseCache, request_key
 from pipeline.client import ChatClient
 from pipeline.config import EvalConfig
 from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
-from pipeline.images import ImageCache, file_digest
+from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.prompts import PROTOCOL_VERSION
 from pipeline.ratelimit import Throttle
 from pipeline.records import ChatRequest, Completion, Sample
@@ -139,7 +139,10 @@ class APIModel:
             request=request,
             image_digest=image_digest,
             legacy_mime=self.cfg.legacy_mime,
-            extra=self.extra_body,
+            # The encoder's version: a change in what is sent for the same file is a new request.
+            extra={**self.extra_body, "image_version": IMAGE_VERSION}
+            if request.image is not None
+            else self.extra_body,
         )
 
     async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:

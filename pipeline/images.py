@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import mimetypes
+import os
 import threading
 from pathlib import Path
 
@@ -109,10 +110,15 @@ def _valid_url(text: str) -> bool:
 
 
 class ImageCache:
-    """Encoded images on disk under `root/images/`, or no cache when root is None."""
+    """Encoded images on disk under `root/images/`, or no cache when root is None.
+
+    Cold encodes run at most one per core at a time: decoding a 6,000 px scan takes ~100 MB,
+    and more encodes in parallel than cores would only add memory, not speed.
+    """
 
     def __init__(self, root: Path | None) -> None:
         self._dir = None if root is None else root / "images"
+        self._encoding = threading.BoundedSemaphore(os.cpu_count() or 2)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -120,7 +126,8 @@ class ImageCache:
     def data_url(self, spec: ImageSpec, *, legacy_mime: bool = False) -> str:
         """Return the data URL for `spec`, from disk when already encoded."""
         if self._dir is None:
-            return encode_image(spec, legacy_mime=legacy_mime)
+            with self._encoding:
+                return encode_image(spec, legacy_mime=legacy_mime)
         entry = _entry(self._dir, spec, legacy_mime)
         url = _read(entry)
         with self._lock:
@@ -130,7 +137,8 @@ class ImageCache:
                 self.hits += 1
         if url is not None:
             return url
-        url = encode_image(spec, legacy_mime=legacy_mime)
+        with self._encoding:
+            url = encode_image(spec, legacy_mime=legacy_mime)
         try:
             write_atomic(entry, url.encode("ascii"))
         except OSError as exc:

@@ -1,8 +1,10 @@
 """Pacing shared by every worker on one endpoint: requests and tokens per minute, plus pauses.
 
-Requests are paced strictly evenly (an aiolimiter bucket of capacity 1), so any window of T
-seconds sees at most rpm·T/60 + 1 requests: a run never bursts a minute's allowance at once
-(DashScope enforces RPM/60 per second). Tokens are paced per second of TPM budget.
+Requests are paced strictly evenly on an absolute schedule (each caller reserves the next free
+slot, 60/rpm seconds after the previous one), so any window of T seconds sees at most rpm·T/60 + 1
+requests and timer lateness never accumulates: a run neither bursts a minute's allowance at once
+(DashScope enforces RPM/60 per second) nor falls behind it. Tokens are paced per second of TPM
+budget.
 A 429 pauses the whole throttle, not just the task that saw it.
 """
 
@@ -22,7 +24,8 @@ class Throttle:
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None) -> None:
         # Built inside the running loop: aiolimiter binds to the loop that first uses it.
-        self._rpm = _bucket(rpm, 1.0) if rpm else None
+        self._interval = 60.0 / rpm if rpm else 0.0
+        self._next_slot = 0.0  # loop time of the next free request slot
         self._tpm = _bucket(tpm, max(1.0, tpm / 60)) if tpm else None
         self._paused_until = 0.0
 
@@ -37,8 +40,12 @@ class Throttle:
         # A loop, not an Event: another 429 may extend the pause while we sleep.
         while (delay := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay)
-        if self._rpm is not None:
-            await self._rpm.acquire()
+        if self._interval:
+            now = loop.time()
+            slot = max(self._next_slot, now)  # an idle gap is not banked as a burst
+            self._next_slot = slot + self._interval
+            if slot > now:
+                await asyncio.sleep(slot - now)
         if self._tpm is not None:
             # A request may need more tokens than the bucket holds: take them in bucket-sized
             # bites, so the long-run rate still honours TPM.

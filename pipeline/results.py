@@ -92,9 +92,11 @@ class ResultsFile:
             meta = row["_meta"]
             latest[meta["key"]] = (int(meta.get("line", 0)), offset, length)
         order = sorted(latest.values())
-        parts = []
         with self.path.open("rb") as f:
-            for _, offset, length in order:
-                f.seek(offset)
-                parts.append(f.read(length).rstrip(b"\n") + b"\n")
-        write_atomic(self.path, b"".join(parts))
+
+            def lines() -> Iterator[bytes]:  # streamed: the file is never held in memory
+                for _, offset, length in order:
+                    f.seek(offset)
+                    yield f.read(length).rstrip(b"\n") + b"\n"
+
+            write_atomic(self.path, lines())

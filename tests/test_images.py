@@ -263,3 +263,38 @@ def test_cache_is_thread_safe(tmp_path: Path) -> None:
     assert results == [encode_image(spec)] * 8
     assert cache.hits + cache.misses == 8
     assert [p.suffix for p in _entries(tmp_path / "cache")] == [".txt"]
+
+
+def test_cold_encodes_run_at_most_one_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.images as images
+
+    running, peak, lock = 0, 0, threading.Lock()
+    real = images.encode_image
+
+    def tracked(spec: ImageSpec, **kw: object) -> str:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            threading.Event().wait(0.02)  # long enough for the other threads to pile up
+            return real(spec, **kw)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(images, "encode_image", tracked)
+    monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
+    paths = [_save(_noise((64, 48), seed=i), tmp_path / f"{i}.png") for i in range(12)]
+    cache = ImageCache(tmp_path / "cache")
+    threads = [
+        threading.Thread(target=cache.data_url, args=(ImageSpec(p, 1024, 85),)) for p in paths
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
+    assert cache.misses == 12
