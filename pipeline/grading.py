@@ -35,6 +35,21 @@ class Grader:
         self.keywords = keywords
         self.bert = bert
 
+    def needs(self, row: dict[str, Any]) -> bool:
+        """Say whether a finished row still lacks what this judge adds (it ran without one)."""
+        meta = row.get("_meta") or {}
+        if row.get("error") is not None:
+            return False  # retried anyway
+        if meta.get("kind") in ("evidence", "independent"):
+            raw = row.get("raw_response")
+            unread = meta.get("answer_source") == "none" and not meta.get("judge_model")
+            return unread and isinstance(raw, str) and bool(raw.strip())
+        return (
+            meta.get("kind") == "report"
+            and report_pair(row) is not None
+            and not row.get("keywords")
+        )
+
     async def grade(self, kind: Kind, row: dict[str, Any]) -> None:
         """Complete an answered results row in place; judge errors propagate."""
         meta = row["_meta"]

@@ -144,10 +144,16 @@ class Run:
         self.outputs = {s: ResultsFile(cfg.run_dir / f"{s}.jsonl") for s in self.stems}
 
     def _load_finished(self) -> None:
-        """Feed rows finished by an earlier run to the scorer and the done/failed sets."""
+        """Feed rows finished by an earlier run to the scorer and the done/failed sets.
+
+        A row answered before a judge was set is sent again for what the judge adds; its
+        answer then comes from the response cache.
+        """
         for stem, output in self.outputs.items():
             for row in output.finished().values():
                 self._account(stem, row)
+                if self.grader is not None and self.grader.needs(row):
+                    self.state.done.discard((stem, row["_meta"]["key"]))
 
     def _account(self, stem: str, row: dict[str, Any]) -> None:
         self.state.scorer.add(stem, row)

@@ -229,3 +229,30 @@ async def test_unloadable_bert_model_is_a_config_error_before_any_call(tmp_path:
         with pytest.raises(ConfigError, match=r"could not be loaded.*--no-bertscore"):
             await run_eval(cfg, show_progress=False)
         assert server.ledger.count() == 0
+
+
+async def test_a_judge_added_on_rerun_grades_finished_rows_without_re_asking_the_model(
+    tmp_path: Path,
+) -> None:
+    data = dataset(tmp_path, total=24, split={"visual_evidence_qa": 0.5, "report_generation": 0.5})
+
+    def answer(payload: dict) -> str:
+        if isinstance(payload["messages"][-1]["content"], str):  # the judge
+            return default_answer(payload, server.config)
+        if "report" in payload["messages"][-1]["content"][0]["text"]:
+            return default_answer(payload, server.config)
+        return FREE_TEXT.format(text=option_text(payload, "B"))
+
+    async with running(FakeConfig(answer_fn=answer)) as server:
+        await run_eval(config(data, tmp_path / "out", server.url), show_progress=False)
+        model_calls = server.ledger.count()
+        cfg = config(data, tmp_path / "out", server.url, **judged(server.url))
+        result = await run_eval(cfg, show_progress=False)
+        new = server.ledger.entries[model_calls:]
+    assert result.exit_code == EXIT_OK
+    assert new and all(e.content_types == ("text",) for e in new)  # judge calls only
+    rows = results(tmp_path / "out")
+    assert all(r["_meta"]["answer_source"] == "judge" for r in rows["visual_evidence_qa"])
+    assert all(r["model_response"] == "B" for r in rows["visual_evidence_qa"])
+    assert all(r["keywords"]["reference"] for r in rows["report_generation"])
+    assert result.summary["files"]["report_generation"]["keywords"] == "extracted"
