@@ -58,7 +58,9 @@ fmt: setup
 	$(VENV)/bin/ruff format pipeline tests scripts
 	$(VENV)/bin/ruff check --fix pipeline tests scripts
 
+# The bench extra (inspect-ai) makes the peer comparison run; without it that section is skipped.
 bench: setup
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) scripts/bench.py
 
 clean-cache:

@@ -8,8 +8,9 @@ import hashlib
 import io
 import logging
 import mimetypes
-import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -28,6 +29,7 @@ MAX_ENCODED_BYTES = 10 * 1024 * 1024
 _BASE64_INFLATION = 1.37
 _SHRINK = 0.9
 _RGB_MODES = ("RGBA", "P")  # the only modes the official encoder converts
+ENCODE_PIXEL_BUDGET = 16_000_000  # decoded pixels of the encodes in flight (~48 MB as RGB)
 
 
 def _jpeg(img: Image.Image, max_dim: int, quality: int) -> bytes:
@@ -109,16 +111,42 @@ def _valid_url(text: str) -> bool:
     return head.startswith("data:") and bool(sep) and bool(payload) and len(payload) % 4 == 0
 
 
-class ImageCache:
-    """Encoded images on disk under `root/images/`, or no cache when root is None.
+class PixelBudget:
+    """Caps the decoded pixels of the encodes in flight; an image over the cap runs alone.
 
-    Cold encodes run at most one per core at a time: decoding a 6,000 px scan takes ~100 MB,
-    and more encodes in parallel than cores would only add memory, not speed.
+    A 6,000 px scan decodes to ~80 MB; several at once would be the run's peak memory.
     """
+
+    def __init__(self, pixels: int = ENCODE_PIXEL_BUDGET) -> None:
+        self.pixels = pixels
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, path: Path) -> Iterator[None]:
+        """Wait until `path`'s pixels fit in the budget (or nothing else is encoding)."""
+        try:
+            with Image.open(path) as img:  # reads the header only
+                need = img.width * img.height
+        except Exception:
+            need = 0  # the encoder falls back to the raw bytes
+        with self._free:
+            self._free.wait_for(lambda: self._used == 0 or self._used + need <= self.pixels)
+            self._used += need
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= need
+                self._free.notify_all()
+
+
+class ImageCache:
+    """Encoded images on disk under `root/images/`, or no cache when root is None."""
 
     def __init__(self, root: Path | None) -> None:
         self._dir = None if root is None else root / "images"
-        self._encoding = threading.BoundedSemaphore(os.cpu_count() or 2)
+        self._budget = PixelBudget()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -126,7 +154,7 @@ class ImageCache:
     def data_url(self, spec: ImageSpec, *, legacy_mime: bool = False) -> str:
         """Return the data URL for `spec`, from disk when already encoded."""
         if self._dir is None:
-            with self._encoding:
+            with self._budget.hold(spec.path):
                 return encode_image(spec, legacy_mime=legacy_mime)
         entry = _entry(self._dir, spec, legacy_mime)
         url = _read(entry)
@@ -137,7 +165,7 @@ class ImageCache:
                 self.hits += 1
         if url is not None:
             return url
-        with self._encoding:
+        with self._budget.hold(spec.path):
             url = encode_image(spec, legacy_mime=legacy_mime)
         try:
             write_atomic(entry, url.encode("ascii"))

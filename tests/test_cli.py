@@ -203,3 +203,12 @@ def test_wrong_key_exits_3_and_the_key_is_nowhere(tmp_path: Path, key_checking_s
                 assert secret.encode() not in path.read_bytes(), path
                 checked += 1
     assert checked >= 1  # the run left files behind (results folder, summary), all clean
+
+
+def test_malloc_arenas_are_capped_unless_the_user_set_them(monkeypatch) -> None:
+    from pipeline.cli import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert limit_malloc_arenas() is False  # the user's own setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is (sys.platform == "linux")  # glibc here

@@ -14,6 +14,7 @@ from PIL import Image
 from pipeline.images import (
     MAX_ENCODED_BYTES,
     ImageCache,
+    PixelBudget,
     encode_bytes,
     encode_image,
     file_digest,
@@ -265,36 +266,30 @@ def test_cache_is_thread_safe(tmp_path: Path) -> None:
     assert [p.suffix for p in _entries(tmp_path / "cache")] == [".txt"]
 
 
-def test_cold_encodes_run_at_most_one_per_core(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import pipeline.images as images
+def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path: Path) -> None:
+    budget = PixelBudget(pixels=100 * 100 * 3)  # three 100x100 images fit at once
+    small = [_save(_noise((100, 100), seed=i), tmp_path / f"s{i}.png") for i in range(6)]
+    large = _save(_noise((200, 200)), tmp_path / "large.png")  # over the budget on its own
+    active: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    lock = threading.Lock()
+    # Small encodes wait inside until three are in: it breaks (fails) unless they share.
+    together = threading.Barrier(3, timeout=10)
 
-    running, peak, lock = 0, 0, threading.Lock()
-    real = images.encode_image
-
-    def tracked(spec: ImageSpec, **kw: object) -> str:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        try:
-            threading.Event().wait(0.02)  # long enough for the other threads to pile up
-            return real(spec, **kw)  # type: ignore[arg-type]
-        finally:
+    def encode(path: Path) -> None:
+        with budget.hold(path):
             with lock:
-                running -= 1
+                active.append(path.stem)
+                overlaps.append(tuple(active))
+            if path.stem != "large":
+                together.wait()
+            with lock:
+                active.remove(path.stem)
 
-    monkeypatch.setattr(images, "encode_image", tracked)
-    monkeypatch.setattr(images.os, "cpu_count", lambda: 2)
-    paths = [_save(_noise((64, 48), seed=i), tmp_path / f"{i}.png") for i in range(12)]
-    cache = ImageCache(tmp_path / "cache")
-    threads = [
-        threading.Thread(target=cache.data_url, args=(ImageSpec(p, 1024, 85),)) for p in paths
-    ]
+    threads = [threading.Thread(target=encode, args=(p,)) for p in [large, *small, large]]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert peak == 2
-    assert cache.misses == 12
+    assert all(len(seen) == 1 for seen in overlaps if "large" in seen)  # never beside another
+    assert not together.broken and len(overlaps) == 8
