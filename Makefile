@@ -61,7 +61,7 @@ fmt: setup
 # The bench extra (inspect-ai) makes the peer comparison run; without it that section is skipped.
 bench: setup
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	$(PY) scripts/bench.py
+	$(PY) -m bench
 
 clean-cache:
 	rm -rf cache/responses cache/images

@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 
 from pipeline.cache import ResponseCache
-from pipeline.config import DEFAULT_OUT, KNOBS, PROTOCOLS, cache_dir, load_config
+from pipeline.config import DEFAULT_OUT, KNOBS, cache_dir, load_config, malloc_arenas_set
 from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
-from pipeline.providers import MODELS
+from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
-from pipeline.report import SUMMARY_NAME, render, score_run, write_summary
-from pipeline.runner import EXIT_FATAL, EXIT_USAGE, run_eval
+from pipeline.registry import MODELS
+from pipeline.render import render
+from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
+from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 
 EXIT_INTERRUPTED = 130
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -138,10 +138,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     try:
         result = _run(run_eval(cfg, show_progress=not args.quiet))
     except KeyboardInterrupt:
-        summary = score_run(cfg.run_dir, model=cfg.spec.alias, official_quirks=cfg.official_quirks)
-        write_summary(cfg.run_dir, summary)
-        render(summary, console)
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        # The runner wrote the summary of every row recorded before the interrupt.
+        if summary := read_summary(cfg.run_dir):
+            render(summary, console)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     render(result.summary, console)
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
@@ -160,7 +160,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     them: measured on the full 7,789-row run, peak RSS 254 MB → 174 MB with two arenas, at the
     same throughput (docs/BENCHMARKS.md).
     """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+    if sys.platform != "linux" or malloc_arenas_set():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -182,16 +182,11 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     if not args.run_dir.is_dir():
         msg = f"{args.run_dir}: no such run folder"
         raise ConfigError(msg)
-    previous = args.run_dir / SUMMARY_NAME
-    # Keep what only the run knew (its usage counters, invalid input rows).
-    old = orjson.loads(previous.read_bytes()) if previous.exists() else {}
+    # Keep what only the run knew (its settings, bad input lines); the rest is in the rows.
+    old = read_summary(args.run_dir)
     extra = {"run": old["run"]} if old.get("run") else None
     summary = score_run(
-        args.run_dir,
-        model=old.get("model"),
-        usage=old.get("usage"),
-        extra=extra,
-        official_quirks=args.official_quirks,
+        args.run_dir, model=old.get("model"), extra=extra, official_quirks=args.official_quirks
     )
     write_summary(args.run_dir, summary)
     render(summary, console)

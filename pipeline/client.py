@@ -15,9 +15,9 @@ import orjson
 
 from pipeline.errors import RetryableError
 from pipeline.records import ChatRequest, Completion
+from pipeline.registry import DEFAULT_TIMEOUT
 from pipeline.retry import classify, classify_transport
 
-DEFAULT_TIMEOUT = 120.0
 _KEEPALIVE = 30.0
 
 

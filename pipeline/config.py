@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.keywords import BERT_LAYERS, BERT_MODEL, DEFAULT_VARIANT, PROMPTS, Variant
-from pipeline.providers import DEFAULT_TIMEOUT, ModelSpec, resolve_model
+from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
+from pipeline.metrics import BERT_LAYERS, BERT_MODEL
+from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
 from pipeline.records import FILES
+from pipeline.registry import DEFAULT_TIMEOUT, ModelSpec, resolve_model
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_CACHE_DIR = Path("cache")
 DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
 DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
 DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
-PROTOCOLS = ("official", "notebook")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,28 +36,31 @@ class Knob:
     env: str
     parse: Callable[[str], Any]
     help: str
-    default: Any = None  # None: the model's default (see providers.MODELS)
+    default: Any = None  # None: the model's default (see registry.MODELS)
     shown: str = "per model (see `drvd models`)"  # how --help describes a None default
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise ValueError("must be at least 1")
+        msg = "must be at least 1"
+        raise ValueError(msg)
     return value
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
     if not (0 < value < math.inf):
-        raise ValueError("must be a number greater than 0")
+        msg = "must be a number greater than 0"
+        raise ValueError(msg)
     return value
 
 
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
-        raise ValueError("must be 0 or more")
+        msg = "must be 0 or more"
+        raise ValueError(msg)
     return value
 
 
@@ -112,7 +116,7 @@ class EvalConfig:
     files: tuple[str, ...]
     out: Path
     run_name: str
-    protocol: str = "official"
+    protocol: str = DEFAULT_PROTOCOL
     limit: int | None = None
     concurrency: int = 16
     rpm: float | None = None
@@ -238,7 +242,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         raise ConfigError(msg)
     judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env)
     bert_model, bert_layers = _bert(flags, values)
-    protocol = flags.get("protocol") or "official"
+    protocol = flags.get("protocol") or DEFAULT_PROTOCOL
     if protocol not in PROTOCOLS:
         msg = f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}"
         raise ConfigError(msg)
@@ -275,3 +279,17 @@ def cache_dir(flag: Path | None = None, env: Mapping[str, str] | None = None) ->
     """Return the response-cache folder: `--cache-dir`, else DRVD_CACHE_DIR, else `cache/`."""
     knob = next(k for k in KNOBS if k.name == "cache_dir")
     return Path(_knob_value(knob, {"cache_dir": flag}, os.environ if env is None else env))
+
+
+def malloc_arenas_set(env: Mapping[str, str] | None = None) -> bool:
+    """Say whether the user set MALLOC_ARENA_MAX (then the CLI leaves glibc's arenas alone)."""
+    return "MALLOC_ARENA_MAX" in (os.environ if env is None else env)
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """Return this process's environment without DRVD_* settings, plus `overrides`.
+
+    For child processes that must not inherit the caller's tuning (the benchmark's runs).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRVD_")}
+    return {**env, **overrides}

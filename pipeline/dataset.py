@@ -1,7 +1,10 @@
 """Find the DrVD-Bench files and stream their rows as validated Samples.
 
-A bad row never stops the stream: it is reported as `DataError(FILE, LINE, what)` through
-`on_error`, and the next row is read. The file is read line by line, never loaded whole.
+A bad row never stops the stream. A line that is not a row of one of the four kinds with its
+fields (PROTOCOL §1.3) is reported as `DataError(FILE, LINE, what)` through `on_error`, and the
+next line is read. A row whose image is missing or does not decode is yielded with `problem` set:
+the official pipeline writes such rows as errors and scores them wrong (PROTOCOL §7), and so do
+we. The file is read line by line, never loaded whole.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import orjson
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.records import FILES, JOINT_LEVELS, Kind, Sample
+from pipeline.records import FILES, JOINT_LEVELS, Kind, Sample, row_kind
 
 _MAX_DEPTH = 2  # Kaggle nests the files one level down, sometimes under a same-named folder
 _BOM = b"\xef\xbb\xbf"
@@ -30,17 +33,6 @@ _REQUIRED: dict[Kind, tuple[str, ...]] = {
     "joint": ("image_paths", "joint_prompt", *(f"{level}_answer" for level in JOINT_LEVELS)),
     "report": ("image_paths", "question", "answer"),
 }
-
-
-def kind_of(row: Mapping[str, Any]) -> Kind | None:
-    """Return what a row is, from its own keys, or None if it is none of the four."""
-    if "joint_prompt" in row:
-        return "joint"
-    if "task" in row:
-        return "report" if row["task"] == "report_generation" else "evidence"
-    if "level" in row:
-        return "independent"
-    return None
 
 
 def present_files(root: Path) -> tuple[str, ...]:
@@ -167,29 +159,24 @@ def _check_image(root: Path, rel: str) -> Path | str:
     return path
 
 
-def _parse(root: Path, raw: bytes) -> tuple[dict[str, Any], Kind, Path] | str:
+def _parse(raw: bytes) -> tuple[dict[str, Any], Kind] | str:
     try:
         row = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return f"invalid JSON: {exc}"
     if not isinstance(row, dict):
         return f"row must be a JSON object, got {_type_name(row)}"
-    kind = kind_of(row)
+    kind = row_kind(row)
     if kind is None:
         return "unknown row kind: no 'joint_prompt', 'task' or 'level' field"
     problem = _field_problem(row, kind)
-    if problem is not None:
-        return problem
-    image = _check_image(root, row["image_paths"])
-    if isinstance(image, str):
-        return image
-    return row, kind, image
+    return problem if problem is not None else (row, kind)
 
 
 def iter_samples(
     root: Path, stem: str, *, on_error: Callable[[DataError], None]
 ) -> Iterator[Sample]:
-    """Yield the valid rows of `root/<stem>.jsonl` lazily; report each bad row to `on_error`."""
+    """Yield the rows of `root/<stem>.jsonl` lazily; report each line that is no row to `on_error`."""
     path = root / f"{stem}.jsonl"
     if not path.is_file():
         msg = f"{path} not found; is {root} the DrVD-Bench folder?"
@@ -200,11 +187,11 @@ def iter_samples(
             raw = line[len(_BOM) :] if line_no == 1 and line.startswith(_BOM) else line
             if not raw.strip():
                 continue
-            parsed = _parse(root, raw)
+            parsed = _parse(raw)
             if isinstance(parsed, str):
                 on_error(DataError(str(path), line_no, parsed))
                 continue
-            row, kind, image = parsed
+            row, kind = parsed
             # Content key: reordering the file keeps every key; identical rows are told
             # apart by how many identical rows came before them.
             digest = hashlib.blake2b(
@@ -212,4 +199,8 @@ def iter_samples(
             ).hexdigest()
             key = f"{digest}#{seen[digest]}"
             seen[digest] += 1
-            yield Sample(file=stem, line=line_no, key=key, kind=kind, image=image, row=row)
+            found = _check_image(root, row["image_paths"])
+            if isinstance(found, str):
+                yield Sample(stem, line_no, key, kind, root / row["image_paths"], row, found)
+            else:
+                yield Sample(stem, line_no, key, kind, found, row)

@@ -1,44 +1,67 @@
-"""Judge mapping fallback (FACTS §2.5): ask an LLM which offered option a free-text reply means.
+"""The judge: what a second model adds to an answered row (PROTOCOL §2.5, §3.3).
 
-Only rows the deterministic extractor could not read are meant to come here, and only MCQ rows:
-the official mapper has no question or options for joint rows and should never map reports. The
-prompt is the official repo mapper prompt, byte for byte, including its "A, B, C, or D" wording
-even where a row offers E-H (§3.4.6). Unlike the official mapper, the judge's reply is validated
-against the row's own letters and kept as the bare letter: the official script stores the full
-option text ("C. CT"), which its own scorer then counts wrong (§3.4.5).
+    MCQ row the extractor could not read ──mapper prompt──▶ an offered letter, or still "none"
+    report row ──keyword prompt, for reference and prediction──▶ keywords, then BERTScore F1
 
-The call itself is injected (`complete`), so it goes through whatever client, cache, throttle and
-retry policy the caller wires in; it must send JUDGE_SYSTEM as the system message and, like the
-official mapper, leave the temperature unset (JUDGE_TEMPERATURE).
+Runs in the worker after the model answered and before the row is recorded. Judge calls go
+through their own model (response cache, in-flight dedupe, throttle, retries), so a rerun pays
+for none twice and a reference's keywords are paid for once across every evaluated model. A judge
+call that still fails fails the row, and a rerun retries it with the model's answer from the
+cache; a fatal judge error (bad key) stops the run.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, Literal
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Literal, Protocol
 
-from pipeline.extract import option_letters
+from pipeline.errors import APIError, FatalAPIError
+from pipeline.extract import extract_choice, option_letters
+from pipeline.metrics import BertScore
+from pipeline.records import ChatRequest, Completion, Keywords, Outcome, ResultRow, Usage
+from pipeline.scoring import report_pair
 
-How = Literal["judge", "none"]
-Complete = Callable[[str], Awaitable[str]]
+Variant = Literal["repo", "pypi"]
 
+# The official mapper (map_model_response.py): this system message, temperature not sent.
 JUDGE_SYSTEM = "You are a helpful assistant."
-JUDGE_TEMPERATURE: float | None = None  # the official mapper sends none: provider default
+JUDGE_TEMPERATURE: float | None = None
+# Both official keyword scripts: one user message, no system message, temperature 0.
+KEYWORD_TEMPERATURE = 0.0
+DEFAULT_VARIANT: Variant = "repo"
 
-# The reply, once markdown and quotes are stripped: an optional "Answer:" lead-in, one letter,
-# optionally bracketed, then nothing, or a closing bracket, punctuation or a line break and free
-# text ("C. CT", "(C) CT").
-# A letter followed directly by a word ("A chest CT", "CT") is English, never an answer.
-_REPLY = re.compile(
-    r"(?:(?:the\s+)?(?:final\s+|correct\s+|best\s+)?(?:answer|option|letter|choice)"
-    r"(?:\s+is)?\s*[:=-]?\s*)?"
-    r"[(\[]?(?P<letter>[A-Za-z])(?:(?:[)\]][.:,]?|[.:,]|[ \t]*\n)\s*(?P<rest>.*))?",
-    re.IGNORECASE | re.DOTALL,
+# report_generation_metric.py (repo), exact.
+REPO_PROMPT = (
+    "Given the following description of a medical image, extract only clinically relevant "
+    "information that can be visually determined from the image. This includes both **normal "
+    "findings** (e.g., 'no lung opacity', 'normal heart size') and **abnormal findings** (e.g., "
+    "'fracture', 'tumor mass'). Exclude any details that cannot be inferred from the image "
+    "itself (e.g., patient history, lab values).\n\n"
+    "{text}\n\n"
+    "Return a concise, comma-separated list of visually identifiable clinical features. Do not "
+    "include any irrelevant words or phrases, do not include explanations."
 )
-# A second lone letter right after the first ("C, D", "C. D.") makes the reply ambiguous.
-_LONE_LETTER = re.compile(r"[(\[]?[A-Za-z][)\]]?\s*(?:[.,;/]|$)")
-_WRAPPERS = " \t\r\n*_`'\""
+# drvd_bench/report_metric.py (PyPI 0.2.2), exact.
+PYPI_PROMPT = (
+    "Given the following description of a medical image, extract only clinically relevant "
+    "information that can be visually determined from the image. This includes both normal "
+    "findings and abnormal findings.\n\n"
+    "{text}\n\n"
+    "Return a concise, comma-separated list of visually identifiable features."
+)
+PROMPTS: dict[str, str] = {"repo": REPO_PROMPT, "pypi": PYPI_PROMPT}
+
+
+class TextModel(Protocol):
+    """A model that answers text-only requests (`models.APIModel`)."""
+
+    name: str
+
+    async def complete_text(self, request: ChatRequest) -> Outcome:
+        """Return the reply, or the error it ended with, and what it cost."""
+        ...
 
 
 def mapper_prompt(question: str, options: Sequence[str], response: str) -> str:
@@ -55,62 +78,108 @@ def mapper_prompt(question: str, options: Sequence[str], response: str) -> str:
     )
 
 
-def parse_judge_letter(reply: str, letters: Collection[str]) -> str | None:
-    """Return the offered letter the judge's reply names ("C", "c", "C.", "C. CT" → "C"), or None.
-
-    Args:
-        reply: the judge's reply text.
-        letters: the row's letters; a mapping letter → option text also lets a reply whose
-            text names a different option ("C. MRI" when MRI is B) be rejected.
-    """
-    if not isinstance(reply, str):
-        return None
-    match = _REPLY.fullmatch(reply.strip(_WRAPPERS))
-    if match is None:
-        return None
-    letter = match["letter"].upper()
-    if letter not in {str(x).upper() for x in letters}:
-        return None
-    rest = (match["rest"] or "").strip(_WRAPPERS)
-    if rest and _LONE_LETTER.fullmatch(rest):
-        return None
-    if rest and isinstance(letters, Mapping) and _names_other_option(rest, letter, letters):
-        return None
-    return letter
+def keyword_prompt(text: str, variant: Variant = DEFAULT_VARIANT) -> str:
+    """Return the official keyword-extraction prompt for `text`."""
+    # str.format does not re-read the inserted text, so braces in a report are safe.
+    return PROMPTS[variant].format(text=text)
 
 
-def _names_other_option(rest: str, letter: str, options: Mapping[str, str]) -> bool:
-    said = _norm(rest)
-    named = {str(k).upper() for k, text in options.items() if _norm(str(text)) == said}
-    return bool(named) and letter not in named
+class Judge:
+    """Maps unreadable MCQ replies to a letter and extracts report keywords (+ BERTScore)."""
+
+    def __init__(self, model: TextModel, *, variant: Variant, bert: BertScore | None) -> None:
+        self.model = model
+        self.variant = variant
+        self.bert = bert
+
+    def needs(self, row: ResultRow) -> bool:
+        """Say whether an answered row still lacks what the judge adds (it ran without one)."""
+        if row.error is not None:
+            return False  # retried anyway
+        if row.kind in ("evidence", "independent"):
+            unread = row.answer_source == "none" and row.judge_model is None
+            return unread and bool((row.raw_response or "").strip())
+        return (
+            row.kind == "report"
+            and row.keywords is None
+            and report_pair(row.row, row.model_response) is not None
+        )
+
+    async def grade(self, row: ResultRow) -> ResultRow:
+        """Return the row completed by the judge, or failed when a judge call failed.
+
+        A `FatalAPIError` propagates: every later row would fail the same way.
+        """
+        calls = _Calls(self.model)
+        try:
+            if row.kind in ("evidence", "independent") and row.answer_source == "none":
+                row = await self._map(row, calls)
+            elif row.kind == "report" and (pair := report_pair(row.row, row.model_response)):
+                row = replace(row, keywords=await self._keywords(pair[1:], calls))
+        except FatalAPIError:
+            raise
+        except APIError as exc:
+            row = row.failed(f"judge: {exc}", status=exc.status, code=exc.code)
+        return replace(row, judge_usage=row.judge_usage + calls.usage)
+
+    async def _map(self, row: ResultRow, calls: _Calls) -> ResultRow:
+        """Ask the official mapper question; keep the answer only if it names an offered letter."""
+        question, options = row.row.get("question"), row.row.get("options")
+        if not isinstance(question, str) or not isinstance(options, list):
+            return row
+        texts = [o for o in options if isinstance(o, str)]
+        answer = (row.raw_response or "").strip()  # stripped, as the official mapper sends it
+        if not option_letters(texts) or not answer:
+            return row
+        request = ChatRequest(
+            JUDGE_SYSTEM, mapper_prompt(question, texts, answer), None, JUDGE_TEMPERATURE
+        )
+        reply = await calls.ask(request)
+        # The judge's reply goes through the same reader as the model's; the official mapper
+        # stores "C. CT", which its own scorer counts wrong, so we store the bare letter.
+        letter = extract_choice(reply.text, texts)
+        if letter is None:
+            return replace(row, judge_model=calls.model_name())
+        return replace(
+            row, model_response=letter, answer_source="judge", judge_model=calls.model_name()
+        )
+
+    async def _keywords(self, texts: tuple[str, ...], calls: _Calls) -> Keywords:
+        """Extract the reference's and the prediction's keywords, then their BERTScore."""
+
+        async def extract(text: str) -> str:
+            request = ChatRequest(
+                None, keyword_prompt(text, self.variant), None, KEYWORD_TEMPERATURE
+            )
+            return (await calls.ask(request)).text.strip()  # as official
+
+        reference, prediction = await asyncio.gather(*(extract(t) for t in texts))
+        bert = await self.bert.f1(reference, prediction) if self.bert is not None else None
+        return Keywords(
+            variant=self.variant,
+            judge_model=calls.model_name(),
+            reference=reference,
+            prediction=prediction,
+            bert_f1=bert,
+            bert_model=self.bert.model if self.bert is not None else None,
+        )
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
+class _Calls:
+    """The judge calls made for one row: their usage and the model names the API reported."""
 
+    def __init__(self, model: TextModel) -> None:
+        self.model = model
+        self.usage = Usage()
+        self.models: set[str] = set()
 
-async def judge_row(
-    row: Mapping[str, Any], raw_response: str | None, *, complete: Complete
-) -> tuple[str | None, How]:
-    """Map one MCQ row's unreadable reply to an offered letter with the judge.
+    async def ask(self, request: ChatRequest) -> Completion:
+        outcome = await self.model.complete_text(request)
+        self.usage = self.usage + outcome.usage
+        if outcome.completion is None:
+            raise outcome.error or APIError("the judge gave no answer")
+        self.models.add(outcome.completion.model or self.model.name)
+        return outcome.completion
 
-    Returns (letter, "judge") when the judge names an offered letter, else (None, "none").
-    Rows without a question and options (joint, report) and empty replies cost no call.
-    Errors from `complete` propagate: the caller decides whether the row fails or is retried.
-
-    Args:
-        row: the dataset row (needs `question` and `options`).
-        raw_response: the model's reply, as received.
-        complete: sends one prompt to the judge and returns its reply text.
-    """
-    question, options = row.get("question"), row.get("options")
-    if not isinstance(question, str) or not isinstance(options, list):
-        return None, "none"
-    texts = [o for o in options if isinstance(o, str)]
-    offered = option_letters(texts)
-    answer = raw_response.strip() if isinstance(raw_response, str) else ""
-    if not offered or not answer:
-        return None, "none"
-    reply = await complete(mapper_prompt(question, texts, answer))
-    letter = parse_judge_letter(reply, offered)
-    return (letter, "judge") if letter is not None else (None, "none")
+    def model_name(self) -> str:
+        return ",".join(sorted(self.models)) or self.model.name

@@ -1,8 +1,10 @@
 """Results files: one JSONL per dataset file, appended as rows finish, put in input order at the end.
 
-A line is the input row unchanged plus `model_response`, `raw_response`, `error` and `_meta`.
-Appends go straight to the kernel (a `kill -9` loses at most a torn last line, which the next
-run cuts off); on resume the latest line for a key wins, so a retried failure supersedes itself.
+A line is a `ResultRow` (the input row unchanged plus `model_response`, `raw_response`, `error`
+and `_meta`). Appends go straight to the kernel, so a `kill -9` loses at most a torn last line,
+which the next run cuts off. On resume the latest line for a key wins, so a retried failure
+supersedes itself. Every reader goes through `_lines`: a torn last line is skipped, an
+unparseable line before the end is damage and stops with `FILE:LINE`.
 """
 
 from __future__ import annotations
@@ -16,20 +18,46 @@ import aiofiles
 import orjson
 
 from pipeline.cache import write_atomic
+from pipeline.errors import DataError
+from pipeline.records import FILES, ResultRow
 
 
-def _entries(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Yield (offset, length, row) for each parseable line; skip a torn or foreign line."""
+def _lines(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """Yield (offset, length, object) per line; skip blank lines and a torn last line."""
+    torn: int | None = None
     with path.open("rb") as f:
         offset = 0
-        for raw in f:
-            try:
-                row = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                row = None
-            if isinstance(row, dict) and isinstance(row.get("_meta"), dict):
-                yield offset, len(raw), row
+        for lineno, raw in enumerate(f, start=1):
+            if torn is not None:
+                # Only the last line can be torn by a crash mid-write; anything else is damage.
+                msg = "unparseable JSON before the end of the file; repair or delete that line"
+                raise DataError(str(path), torn, msg)
+            if raw.strip():
+                try:
+                    data = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    torn = lineno
+                else:
+                    if not isinstance(data, dict):
+                        msg = "a results line must be a JSON object; repair or delete that line"
+                        raise DataError(str(path), lineno, msg)
+                    yield offset, len(raw), data
             offset += len(raw)
+
+
+def read_rows(path: Path) -> Iterator[ResultRow]:
+    """Yield the rows of one results file, in file order."""
+    for _, _, data in _lines(path):
+        yield ResultRow.from_json(data)
+
+
+def read_run(run_dir: Path) -> Iterator[tuple[str, ResultRow]]:
+    """Yield (stem, row) from each results file present in a run folder."""
+    for stem in FILES:
+        path = run_dir / f"{stem}.jsonl"
+        if path.is_file():
+            for row in read_rows(path):
+                yield stem, row
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -62,19 +90,19 @@ class ResultsFile:
         self.path = path
         self._handle: Any = None
 
-    def finished(self) -> dict[str, dict[str, Any]]:
+    def finished(self) -> dict[str, ResultRow]:
         """Return the latest row per key already on disk, after cutting a torn tail."""
         if not self.path.exists():
             return {}
         _cut_torn_tail(self.path)
-        return {row["_meta"]["key"]: row for _, _, row in _entries(self.path)}
+        return {row.key: row for row in read_rows(self.path) if row.key is not None}
 
-    async def append(self, rows: list[dict[str, Any]]) -> None:
+    async def append(self, rows: list[ResultRow]) -> None:
         """Append rows and hand them to the kernel before returning."""
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = await aiofiles.open(self.path, "ab")
-        await self._handle.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        await self._handle.write(b"".join(r.to_json() + b"\n" for r in rows))
         await self._handle.flush()
 
     async def close(self) -> None:
@@ -88,9 +116,10 @@ class ResultsFile:
         if not self.path.exists():
             return
         latest: dict[str, tuple[int, int, int]] = {}
-        for offset, length, row in _entries(self.path):
-            meta = row["_meta"]
-            latest[meta["key"]] = (int(meta.get("line", 0)), offset, length)
+        for offset, length, data in _lines(self.path):
+            meta = data.get("_meta")
+            if isinstance(meta, dict) and isinstance(key := meta.get("key"), str):
+                latest[key] = (int(meta.get("line") or 0), offset, length)
         order = sorted(latest.values())
         with self.path.open("rb") as f:
 

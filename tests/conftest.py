@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 from fakeserver import FakeServer, running
 
@@ -26,3 +27,61 @@ async def fake_server() -> AsyncIterator[FakeServer]:
     """Serve the fake OpenAI-compatible API on 127.0.0.1:<free port>; `.url` ends in /v1."""
     async with running() as server:
         yield server
+
+
+# --- A finished run folder, as our runner leaves it (summary and render tests) -------------------
+
+_CT = {"modality": "CT", "task": "modality_recognition", "answer": "C. CT"}
+_JOINT = {
+    "joint_prompt": "...",
+    "modality_answer": "B. CT",
+    "organ_answer": "D. Lung",
+    "lesion_answer": "A. Nodule",
+    "diagnosis_answer": "C. Cancer",
+}
+REF = "Mild cardiomegaly. No pleural effusion."
+PRED = "Mild cardiomegaly without pleural effusion."
+
+
+def _result(row, key, response, *, error=None, **meta):
+    out = {**row, "raw_response": response, "error": error}
+    if response is not None:
+        out["model_response"] = response
+    usage = {"prompt_tokens": 50, "api_calls": 1, **meta}
+    out["_meta"] = {"key": key, "model": "qwen-vl-max", "usage": usage}
+    return out
+
+
+def write_jsonl(path, rows, tail=b""):
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows) + tail)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run folder with results files for three of the four files, one torn by a crash."""
+    run = tmp_path / "run-1"
+    run.mkdir()
+    write_jsonl(
+        run / "visual_evidence_qa.jsonl",
+        [
+            _result(_CT, "a", "C"),
+            _result(_CT, "b", None, error="429 limit_requests"),
+            _result({**_CT, "task": "organ_recognition", "answer": "B. Lung"}, "c", "A"),
+            _result(_CT, "b", "C", cache_hits=1, api_calls=0),  # the retry appended on resume
+        ],
+        tail=b'{"modality": "CT", "ans',  # torn by a crash mid-write
+    )
+    write_jsonl(
+        run / "joint_qa.jsonl",
+        [
+            _result({**_JOINT, "modality": "CT"}, "j1", "B,D,A,C"),
+            _result({**_JOINT, "modality": "CT"}, "j2", "B, D, A, C"),
+            _result({**_JOINT, "modality": "MRI"}, "j3", None, error="content filter"),
+        ],
+    )
+    report = {"task": "report_generation", "modality": "CT", "answer": REF}
+    write_jsonl(
+        run / "report_generation.jsonl",
+        [_result(report, "r1", PRED), _result(report, "r2", "")],
+    )
+    return run

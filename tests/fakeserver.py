@@ -1,14 +1,20 @@
 """An OpenAI-compatible chat server for tests and benchmarks, with scripted faults and a ledger.
 
-In tests: `async with running(FakeConfig(...)) as server:` (or the `fake_server` fixture), then point
-a client at `server.url` (ends in /v1) and read `server.ledger`. `server.config` is mutable: flip
-`script`, `fault_rate`, `expected_key`… between requests.
+In tests: `async with running(FakeConfig(...)) as server:` (or the `fake_server` fixture), then
+point a client at `server.url` (ends in /v1) and read `server.ledger`. `server.config` is mutable:
+flip `script`, `fault_rate`, `expected_key`… between requests.
 
 As a process: `python tests/fakeserver.py --port 0 --latency 0.5 --fault-rate 0.1` prints
 `listening on http://127.0.0.1:PORT` and serves until SIGINT/SIGTERM; `GET /_ledger` returns counts.
 
 Each request's outcome is chosen in this order: wrong key (401) → RPM window full (429) →
-`content_faults` (marker in the user text) → next item of `script` → `fault_rate` draw → "ok".
+`content_faults` (marker in the user text) → next item of `script` → `fault_rate` draw →
+`default_outcome` ("ok").
+
+Besides the faults, an outcome can name a reply shape (`fakereplies.SHAPES`): reasoning thoughts in
+`reasoning_content`, `reasoning` or an inline `<think>` block, length or content-filter cut-offs,
+refusals, null or list content, no usage, and HTTP 200 error bodies. `reasoning` and `think_tokens`
+turn the server into a reasoning model for every "ok" answer (see `FakeConfig`).
 """
 
 from __future__ import annotations
@@ -30,11 +36,24 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from fakereplies import (
+    ERROR_200_BODIES,
+    PAID_SHAPES,
+    REASONING_STYLES,
+    SHAPES,
+    Reply,
+    budget,
+    mode_reply,
+    shape_reply,
+    wrong_letters,
+)
 
-# Outcomes a script, a content fault or a fault_rate draw can name.
-SUCCESS = ("ok", "blank_json")
+# Outcomes a script, a content fault or a fault_rate draw can name. SUCCESS: what a provider bills,
+# including the reply shapes that carry no usable answer (length, content_filter, refusal…).
+SUCCESS = ("ok", "blank_json", *PAID_SHAPES)
 FAULTS = (
     "429",  # rate limited, with Retry-After
+    "429_bare",  # rate limited, no Retry-After
     "500",
     "503",
     "drop",  # close the connection without answering
@@ -51,6 +70,7 @@ FAULTS = (
     "400_inspection",  # DashScope DataInspectionFailed
     "400_arrearage",  # DashScope Arrearage
     "400_too_large",  # DashScope image too large
+    *SHAPES,  # reply shapes: see fakereplies.py
 )
 OUTCOMES = ("ok", *FAULTS)
 DEFAULT_FAULT_KINDS = ("429", "500", "503", "drop")
@@ -60,6 +80,7 @@ _HANG_LIMIT = 600.0  # a hung request gives up on its own after this, whatever h
 ErrorBody = tuple[int, str, str | None, str]
 ERROR_BODIES: dict[str, ErrorBody] = {
     "429": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    "429_bare": (429, "requests", "rate_limit_exceeded", "Rate limit reached for requests."),
     "500": (500, "server_error", None, "The server had an error while processing your request."),
     "503": (503, "server_error", "server_is_overloaded", "The server is overloaded."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
@@ -97,6 +118,7 @@ ERROR_BODIES: dict[str, ErrorBody] = {
         "Multimodal file size is too large",
     ),
 }
+NO_RETRY_AFTER = ("429_bare",)  # 429 outcomes sent without a Retry-After header
 
 _OPTION = re.compile(r"^\s*([A-H])[.)]\s+\S", re.MULTILINE)
 _REPORTS = (
@@ -121,6 +143,7 @@ class FakeConfig:
     script: list[str] = field(default_factory=list)  # consumed one outcome per request
     content_faults: ContentFaults = field(default_factory=dict)  # user-text marker → outcome
     retry_after: float = 1.0  # Retry-After seconds sent with every 429
+    retry_after_header: bool = True  # False: no 429 (RPM window or scripted) has Retry-After
     rpm: int | None = None  # accepted requests per sliding 60 s window
     expected_key: str | None = None  # when set, any other Bearer token gets 401
     served_model: str | None = None  # reported model; None echoes the requested one
@@ -130,6 +153,21 @@ class FakeConfig:
     clock: Callable[[], float] = time.monotonic  # for the RPM window and ledger times
     # outcome name → (status, error.type, error.code, error.message); add entries for new forms
     error_bodies: dict[str, ErrorBody] = field(default_factory=lambda: dict(ERROR_BODIES))
+    default_outcome: str = "ok"  # for a request nothing else picked, e.g. "list_content"
+    # A reasoning model, for every "ok" answer: its thoughts go to "field" (reasoning_content),
+    # "openrouter" (reasoning), "inline" (<think>…</think> before the answer) or, with "none",
+    # nowhere (hidden, as OpenAI's o-series: only usage.completion_tokens_details).
+    reasoning: str = "none"
+    # > 0: that many thought tokens precede every answer; a request whose max_tokens (or
+    # max_completion_tokens) is below thoughts + answer gets finish_reason "length", no answer
+    # (content "", or the unclosed <think> when inline) and completion_tokens = its max. 0: with a
+    # reasoning style, short thoughts and no truncation; with "none", plain answers.
+    think_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.reasoning not in REASONING_STYLES:
+            msg = f"reasoning must be one of {', '.join(REASONING_STYLES)}, not {self.reasoning!r}"
+            raise ValueError(msg)
 
 
 @dataclass
@@ -147,6 +185,9 @@ class LedgerEntry:
     params: dict[str, Any]  # every body field except messages
     outcome: str = "pending"  # one of OUTCOMES, or "bad_request"; set before the latency wait
     status: int | None = None  # None: no answer sent (drop, hang, client gave up first)
+    # The reply shape of a completion sent: the outcome, or for "ok"/"blank_json" under a reasoning
+    # mode the shape it produced ("reasoning", "think_inline", "length_empty", "think_unclosed"…).
+    shape: str = ""
 
     @property
     def paid(self) -> bool:
@@ -185,8 +226,11 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         """Return counts as a JSON-able dict."""
         outcomes: dict[str, int] = {}
+        shapes: dict[str, int] = {}
         for e in self.entries:
             outcomes[e.outcome] = outcomes.get(e.outcome, 0) + 1
+            if e.shape:
+                shapes[e.shape] = shapes.get(e.shape, 0) + 1
         return {
             "requests": len(self.entries),
             "paid": self.paid,
@@ -194,6 +238,7 @@ class Ledger:
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
             "outcomes": outcomes,
+            "shapes": shapes,
         }
 
 
@@ -260,7 +305,8 @@ def default_answer(payload: dict[str, Any], config: FakeConfig | None = None) ->
 
 def _judge_reply(prompt: str, style: str) -> str:
     """Map the other model's answer to the option whose text it mentions (else the first)."""
-    options = _OPTION_TEXT.findall(prompt.split("Options:", 1)[-1].split(MAPPER_MARKER)[0])
+    listed = prompt.split("Options:", 1)[-1].split(MAPPER_MARKER)[0]
+    options: list[tuple[str, str]] = _OPTION_TEXT.findall(listed)
     said = prompt.split(MAPPER_MARKER, 1)[1].split("\n\nInstruction:")[0].lower()
     letter, text = next(((k, t) for k, t in options if t.lower() in said), options[0])
     return {"letter": letter, "option": f"{letter}. {text}", "lower": letter.lower()}.get(
@@ -358,7 +404,7 @@ class FakeServer:
             entry.outcome = outcome
             if gated is None:
                 await self._delay()  # a client that gives up here leaves status None
-            response = await self._answer(request, outcome, payload, retry_after)
+            response = await self._answer(request, entry, payload, retry_after)
             entry.status = response.status
             return response
         finally:
@@ -405,7 +451,7 @@ class FakeServer:
             return cfg.script.pop(0)
         if cfg.fault_rate and self._rng.random() < cfg.fault_rate:
             return self._rng.choice(cfg.fault_kinds)
-        return "ok"
+        return cfg.default_outcome
 
     async def _delay(self) -> None:
         cfg = self.config
@@ -416,16 +462,22 @@ class FakeServer:
     async def _answer(
         self,
         request: web.Request,
-        outcome: str,
+        entry: LedgerEntry,
         payload: dict[str, Any],
         retry_after: float | None,
     ) -> web.StreamResponse:
-        if outcome in ("ok", "blank_json", "empty_choices"):
-            body = self._completion(payload, empty=outcome == "empty_choices")
-            headers = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+        outcome, cfg = entry.outcome, self.config
+        headers = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+        if outcome in ("ok", "blank_json", "empty_choices", *PAID_SHAPES):
+            reply = self._reply(outcome, payload)
+            entry.shape = "empty_choices" if outcome == "empty_choices" else reply.shape
+            body = self._completion(payload, reply, empty=outcome == "empty_choices")
             if outcome != "blank_json":
                 return web.Response(body=body, content_type="application/json", headers=headers)
             return await _blank_then(request, body, headers)
+        if outcome in ERROR_200_BODIES:
+            body = orjson.dumps(ERROR_200_BODIES[outcome])
+            return web.Response(body=body, content_type="application/json", headers=headers)
         if outcome == "drop":
             if request.transport is not None:
                 request.transport.close()
@@ -440,41 +492,36 @@ class FakeServer:
         if outcome in ("empty", "blank"):
             text = "" if outcome == "empty" else "\n\n\n\n"
             return web.Response(text=text, content_type="application/json")
-        if outcome in self.config.error_bodies:
-            status, etype, code, message = self.config.error_bodies[outcome]
+        if outcome in cfg.error_bodies:
+            status, etype, code, message = cfg.error_bodies[outcome]
             body = orjson.dumps({"error": {"message": message, "type": etype, "code": code}})
-            wait = self.config.retry_after if retry_after is None else retry_after
-            hint = {"Retry-After": f"{wait:g}"} if status == 429 else None
+            wait = cfg.retry_after if retry_after is None else retry_after
+            bare = outcome in NO_RETRY_AFTER or not cfg.retry_after_header
+            hint = {"Retry-After": f"{wait:g}"} if status == 429 and not bare else None
             return web.Response(
                 status=status, body=body, content_type="application/json", headers=hint
             )
         return web.Response(status=500, text=f"fakeserver: unknown outcome {outcome!r}")
 
-    def _completion(self, payload: dict[str, Any], *, empty: bool) -> bytes:
+    def _reply(self, outcome: str, payload: dict[str, Any]) -> Reply:
+        """Build the success an outcome names, with the answer default_answer/answer_fn gives."""
         cfg = self.config
-        content = cfg.answer_fn(payload) if cfg.answer_fn else default_answer(payload, cfg)
+        answer = cfg.answer_fn(payload) if cfg.answer_fn else default_answer(payload, cfg)
+        text = _split_messages(payload)[1]
+        wrong = wrong_letters(answer, _option_blocks(text), dict(_OPTION_TEXT.findall(text)))
+        if outcome in PAID_SHAPES:
+            return shape_reply(outcome, answer, wrong, budget(payload), cfg.think_tokens)
+        return mode_reply(cfg.reasoning, cfg.think_tokens, answer, wrong, budget(payload))
+
+    def _completion(self, payload: dict[str, Any], reply: Reply, *, empty: bool) -> bytes:
         system, text, _ = _split_messages(payload)
-        prompt_tokens = (len(system) + len(text)) // 4 + 85  # a flat image cost, like 4o "low"
-        completion_tokens = max(1, len(content) // 4)
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "finish_reason": "stop",
-        }
-        return orjson.dumps(
-            {
-                "id": f"chatcmpl-{len(self.ledger.entries)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": cfg.served_model or payload.get("model") or "fake-model",
-                "choices": [] if empty else [choice],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
+        body = reply.body(
+            ident=f"chatcmpl-{len(self.ledger.entries)}",
+            model=self.config.served_model or payload.get("model") or "fake-model",
+            prompt_tokens=(len(system) + len(text)) // 4 + 85,  # a flat image cost, like 4o "low"
+            empty=empty,
         )
+        return orjson.dumps(body)
 
 
 def _content_fault(faults: ContentFaults, text: str) -> str | None:
@@ -541,6 +588,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="user text containing MARKER gets OUTCOME (repeatable)",
     )
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
+    p.add_argument(
+        "--no-retry-after",
+        dest="retry_after_header",
+        action="store_false",
+        help="send every 429 (RPM window included) without a Retry-After header",
+    )
     p.add_argument("--rpm", type=int, default=None, help="accepted requests per 60 s window")
     p.add_argument("--expected-key", default=None, help="only this Bearer key is accepted")
     p.add_argument("--served-model", default=None, help="model name to report")
@@ -551,6 +604,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--judge-reply", choices=JUDGE_REPLIES, default="letter", help="mapper prompt reply"
     )
+    p.add_argument(
+        "--default-outcome", default="ok", help="outcome when nothing else picks one (any outcome)"
+    )
+    p.add_argument(
+        "--reasoning",
+        choices=REASONING_STYLES,
+        default="none",
+        help="where a reasoning model's thoughts go: field=reasoning_content, openrouter=reasoning,"
+        " inline=<think> in content, none=hidden",
+    )
+    p.add_argument(
+        "--think-tokens",
+        type=int,
+        default=0,
+        help="thought tokens before every answer; max_tokens below thoughts+answer cuts the reply",
+    )
     return p.parse_args(argv)
 
 
@@ -559,7 +628,7 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
     kinds = tuple(k for k in args.fault_kinds.split(",") if k)
     script = [k for k in args.script.split(",") if k]
     faults = dict(item.split("=", 1) for item in args.content_fault)
-    unknown = {*kinds, *script, *faults.values()} - set(OUTCOMES)
+    unknown = {*kinds, *script, *faults.values(), args.default_outcome} - set(OUTCOMES)
     if unknown:
         msg = f"unknown outcome(s) {sorted(unknown)}; choose from {', '.join(OUTCOMES)}"
         raise SystemExit(msg)
@@ -572,11 +641,15 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         script=script,
         content_faults=faults,
         retry_after=args.retry_after,
+        retry_after_header=args.retry_after_header,
         rpm=args.rpm,
         expected_key=args.expected_key,
         served_model=args.served_model,
         replies=args.replies,
         judge_reply=args.judge_reply,
+        default_outcome=args.default_outcome,
+        reasoning=args.reasoning,
+        think_tokens=args.think_tokens,
     )
 
 

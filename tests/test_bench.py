@@ -6,10 +6,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.bench.data import subset
-from pipeline.bench.proc import Sim, reap, spawn, stop_all
-from pipeline.bench.sections import Measured
-from pipeline.bench.table import Line, render_markdown, render_text
+from bench.data import subset
+from bench.proc import Sim, reap, spawn, stop_all
+from bench.sections import Measured
+from bench.table import Line, render_markdown, render_text
 from pipeline.synthetic import write_dataset
 
 
@@ -58,10 +58,10 @@ def test_report_names_the_command_and_marks_missed_targets() -> None:
         Line("memory", "RSS", "90 MB", target="< 250 MB", met=True),
     ]
     text = render_markdown(
-        lines, command="python scripts/bench.py", host={"cores": "2", "cpu": "X", "python": "3.11",
+        lines, command="python -m bench", host={"cores": "2", "cpu": "X", "python": "3.11",
         "os": "Linux", "load": "0"}, load_after="0", setup=["data"], notes=[],
     )  # fmt: skip
-    assert "`python scripts/bench.py`" in text
+    assert "`python -m bench`" in text
     assert "| throughput | rows/s | 120 | 128 | 93.8% | ≥ 95% | **no** |" in text
     assert "- **rows/s**: how" in text
     plain = render_text(lines).splitlines()

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.cache import ResponseCache
 from pipeline.config import KNOBS
-from pipeline.providers import MODELS
+from pipeline.registry import MODELS
 from pipeline.records import FILES, Completion
 from pipeline.synthetic import write_dataset
 

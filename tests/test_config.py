@@ -18,7 +18,7 @@ from pipeline.config import (
     load_config,
 )
 from pipeline.errors import ConfigError
-from pipeline.providers import DEFAULT_TIMEOUT, MODELS
+from pipeline.registry import DEFAULT_TIMEOUT, MODELS
 from pipeline.records import FILES
 
 KEYS = {"DASHSCOPE_API_KEY": "sk-dash", "DEEPSEEK_API_KEY": "sk-deep", "OPENAI_API_KEY": "sk-oai"}

@@ -14,12 +14,11 @@ from pipeline.dataset import (
     count_rows,
     find_root,
     iter_samples,
-    kind_of,
     present_files,
     resolve_image,
 )
 from pipeline.errors import ConfigError, DataError
-from pipeline.records import FILES, Kind, Sample
+from pipeline.records import FILES, Kind, Sample, row_kind
 
 IMG = "images/ct/0001.png"
 
@@ -98,8 +97,8 @@ def _read(root: Path, stem: str) -> tuple[list[Sample], list[DataError]]:
         ({}, None),
     ],
 )
-def test_kind_of(row: dict[str, Any], kind: Kind | None) -> None:
-    assert kind_of(row) == kind
+def test_row_kind(row: dict[str, Any], kind: Kind | None) -> None:
+    assert row_kind(row) == kind
 
 
 def test_shuffled_mixed_file_gets_kind_per_row(tmp_path: Path) -> None:
@@ -156,7 +155,20 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
     ]
     path = _write(tmp_path / "joint_qa.jsonl", lines)
     samples, errors = _read(tmp_path, "joint_qa")
-    assert [(s.line, s.kind) for s in samples] == [(1, "evidence"), (21, "report"), (23, "joint")]
+    assert [(s.line, s.kind) for s in samples if s.problem is None] == [
+        (1, "evidence"),
+        (21, "report"),
+        (23, "joint"),
+    ]
+    # A row whose image is unusable is still a row: it fails unasked and is scored wrong.
+    problems = {s.line: s.problem for s in samples if s.problem is not None}
+    assert problems == {
+        16: "image not found: images/missing.png",
+        17: "image does not decode: images/bad.png (cannot identify image file)",
+        18: "field 'image_paths' is empty",
+        19: f"image not found: {tmp_path / IMG}",
+        20: "image not found: ../outside.png",
+    }
     assert all(isinstance(e, DataError) and e.path == str(path) for e in errors)
     got = [str(e) for e in errors]
     strings = "field 'options' must be a non-empty list of strings"
@@ -172,11 +184,6 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path) -> None:
         13: "missing field 'lesion_answer'",
         14: "field 'joint_prompt' must be a string, got int",
         15: "missing field 'answer'",
-        16: "image not found: images/missing.png",
-        17: "image does not decode: images/bad.png (cannot identify image file)",
-        18: "field 'image_paths' is empty",
-        19: f"image not found: {tmp_path / IMG}",
-        20: "image not found: ../outside.png",
         22: "row must be a JSON object, got str",
     }
     assert re.fullmatch(rf"{re.escape(str(path))}:2: invalid JSON: .+", got[0])

@@ -22,7 +22,7 @@ from fakeserver import FakeServer
 
 from pipeline.config import load_config
 from pipeline.records import JOINT_LEVELS
-from pipeline.report import score_run
+from pipeline.summary import score_run
 from pipeline.runner import run_eval
 from pipeline.synthetic import write_dataset
 

@@ -6,13 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from pipeline.results import ResultsFile
+from pipeline.errors import DataError
+from pipeline.records import ResultRow
+from pipeline.results import ResultsFile, read_rows
 
 
 def row(key: str, line: int, answer: str = "A", error: str | None = None) -> dict[str, Any]:
     return {"question": f"q{line}", "model_response": answer, "error": error,
             "_meta": {"key": key, "line": line}}  # fmt: skip
+
+
+def result(key: str, line: int, answer: str = "A", error: str | None = None) -> ResultRow:
+    return ResultRow.from_json(row(key, line, answer, error))
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -69,47 +76,64 @@ def test_finished_keeps_the_latest_row_per_key(tmp_path: Path) -> None:
     write(path, [row("a", 1, answer="", error="500: boom"), row("b", 2), row("a", 1, "C")])
     done = ResultsFile(path).finished()
     assert set(done) == {"a", "b"}
-    assert done["a"]["model_response"] == "C" and done["a"]["error"] is None
+    assert done["a"].model_response == "C" and done["a"].error is None
 
 
-def test_foreign_lines_are_ignored(tmp_path: Path) -> None:
+def test_lines_of_other_tools_are_read_but_never_resumed(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_bytes(
         orjson.dumps(row("a", 2))
-        + b"\n# a comment\n"
-        + b'{"question": "no meta"}\n'
-        + b'{"_meta": "not a dict"}\n'
-        + b"[1, 2]\n\n"
+        + b'\n{"question": "no meta", "model_response": "B"}\n'
+        + b'{"_meta": "not a dict"}\n\n'
         + orjson.dumps(row("b", 1))
         + b"\n"
     )
     results = ResultsFile(path)
     assert set(results.finished()) == {"a", "b"}
+    assert [r.key for r in read_rows(path)] == ["a", None, None, "b"]
     results.finalize()
     assert lines(path) == [row("b", 1), row("a", 2)]
 
 
+@pytest.mark.parametrize("damage", [b"# a comment", b"[1, 2]", b'{"torn'])
+def test_damage_before_the_last_line_names_file_and_line(tmp_path: Path, damage: bytes) -> None:
+    path = tmp_path / "r.jsonl"
+    write(path, [row("a", 1)], damage + b"\n" + orjson.dumps(row("b", 2)) + b"\n")
+    with pytest.raises(DataError) as info:
+        ResultsFile(path).finished()
+    assert str(info.value).startswith(f"{path}:2: ")
+
+
+def test_a_row_survives_the_round_trip(tmp_path: Path) -> None:
+    line = {**row("a", 3, "C"), "raw_response": " C.", "keywords": None}
+    line["_meta"].update(kind="evidence", answer_source="extracted", usage={"api_calls": 2})
+    back = ResultRow.from_json(orjson.loads(ResultRow.from_json(line).to_json()))
+    assert back == ResultRow.from_json(line)
+    assert back.usage.api_calls == 2 and back.raw_response == " C." and back.line == 3
+
+
 async def test_append_then_finalize_restores_input_order(tmp_path: Path) -> None:
     results = ResultsFile(tmp_path / "run" / "r.jsonl")
-    await results.append([row("c", 3), row("a", 1, error="timeout", answer="")])
-    await results.append([row("b", 2)])
+    await results.append([result("c", 3), result("a", 1, error="timeout", answer="")])
+    await results.append([result("b", 2)])
     # Appends reach the file before append returns (a crash now loses nothing).
     assert len(lines(results.path)) == 3
-    await results.append([row("a", 1, "D")])  # the retried row supersedes its failure
+    await results.append([result("a", 1, "D")])  # the retried row supersedes its failure
     await results.close()
     results.finalize()
-    assert lines(results.path) == [row("a", 1, "D"), row("b", 2), row("c", 3)]
+    order = [(r.key, r.model_response) for r in read_rows(results.path)]
+    assert order == [("a", "D"), ("b", "A"), ("c", "A")]
     assert [p.name for p in results.path.parent.iterdir()] == ["r.jsonl"]  # no temp left
 
 
 async def test_append_after_reopen_continues_the_file(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     first = ResultsFile(path)
-    await first.append([row("a", 1)])
+    await first.append([result("a", 1)])
     await first.close()
     second = ResultsFile(path)
     assert set(second.finished()) == {"a"}
-    await second.append([row("b", 2)])
+    await second.append([result("b", 2)])
     await second.close()
     await second.close()  # closing twice is harmless
     assert [r["_meta"]["key"] for r in lines(path)] == ["a", "b"]

@@ -170,7 +170,13 @@ async def test_torn_last_line_and_bad_rows(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert f"{path}:3: invalid JSON" in err
     assert f"{path}:5: image not found" in err
-    assert first.summary["usage"]["failed_rows"] == 2
+    # The row with a missing image is a failed results row (scored wrong, as the official
+    # pipeline does); the line that is no row is listed apart.
+    assert first.summary["usage"]["failed_rows"] == 1
+    [invalid] = first.summary["run"]["invalid_rows"]
+    assert invalid.startswith(f"{path}:3: invalid JSON")
+    missing = [r for r in results(tmp_path / "out")["independent_qa"] if r["error"]]
+    assert [r["error"] for r in missing] == ["image not found: images/missing.png"]
     # Simulate a crash mid-write: drop the last row and leave half of it behind.
     out = tmp_path / "out" / "r" / "visual_evidence_qa.jsonl"
     kept = out.read_bytes().splitlines(keepends=True)

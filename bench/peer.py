@@ -1,6 +1,6 @@
 """Peer: the same items through inspect-ai's OpenAI-compatible provider, when it is installed.
 
-The child (`python -m pipeline.bench.peer`) builds each row's messages exactly as the pipeline
+The child (`python -m bench.peer`) builds each row's messages exactly as the pipeline
 does (official prompts; images from the same warm encoded-image cache) before its first request,
 then runs one inspect-ai task with `max_connections` = C against the same simulator.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.proc import ChildRun, Sim, clean_env, run_child
-from pipeline.bench.sections import MAIN_C, Bench, Measured
-from pipeline.bench.table import Line, ratio
+from bench.proc import ChildRun, Sim, clean_env, run_child
+from bench.sections import MAIN_C, Bench, Measured
+from bench.table import Line, ratio
 from pipeline.dataset import iter_samples, present_files
 from pipeline.images import ImageCache
 from pipeline.prompts import build_request
@@ -33,7 +32,7 @@ def section_peer(b: Bench) -> None:
     if importlib.util.find_spec("inspect_ai") is None or importlib.util.find_spec("openai") is None:
         b.lines.append(Line("peer", what, "skipped (pip install inspect-ai openai)"))
         return
-    from pipeline.bench.data import subset
+    from bench.data import subset
 
     data = b.fresh("data-peer")
     rows = subset(b.data, data, MAIN_C * b.plan.waves)
@@ -74,9 +73,13 @@ def _version() -> str:
 
 
 def _run_inspect(b: Bench, data: Path, url: str, out: Path, timeout: float) -> ChildRun:
-    argv = [sys.executable, "-m", "pipeline.bench.peer", str(data), url, str(MAIN_C), str(b.cache)]
-    env = clean_env(b.cache) | {"BENCH_BASE_URL": url, "BENCH_API_KEY": "bench"}
-    env["INSPECT_LOG_DIR"] = str(out)
+    argv = [sys.executable, "-m", "bench.peer", str(data), url, str(MAIN_C), str(b.cache)]
+    env = clean_env(b.cache) | {
+        "BENCH_BASE_URL": url,
+        "BENCH_API_KEY": "bench",
+        "INSPECT_LOG_DIR": str(out),
+        "INSPECT_DISPLAY": "none",
+    }
     out.mkdir(parents=True, exist_ok=True)
     return run_child([*argv, str(out)], env=env, log=b.work / "peer.log", timeout=timeout)
 
@@ -101,7 +104,7 @@ def _samples(data: Path, cache: Path) -> list[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the items of one dataset folder through inspect-ai (the peer child process)."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.bench.peer")
+    p = argparse.ArgumentParser(prog="python -m bench.peer")
     for name in ("data", "url", "concurrency", "cache", "log_dir"):
         p.add_argument(name)
     args = p.parse_args(argv)
@@ -127,5 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("INSPECT_DISPLAY", "none")
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Answering one row: the offline `random` model, or an API model through cache and retries.
+"""The models that answer rows: the offline `random` baseline, or an API model behind the cache.
 
 For an API model the order is: cache lookup (free: no slot, no token, no encoding) → encode the
 image off the event loop → per attempt: take an in-flight slot, wait for the throttle, send.
@@ -11,7 +11,6 @@ import asyncio
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying
@@ -23,7 +22,7 @@ from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.prompts import PROTOCOL_VERSION
 from pipeline.ratelimit import Throttle
-from pipeline.records import ChatRequest, Completion, Sample
+from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
 from pipeline.retry import retrying
 
 NORMAL_REPORT = (
@@ -32,26 +31,6 @@ NORMAL_REPORT = (
 )
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])[.):]\s", re.MULTILINE)
 _IMAGE_TOKENS = 800  # rough per-image prompt tokens, only for TPM pacing
-
-
-@dataclass(slots=True)
-class Counters:
-    """Usage counted across one run."""
-
-    api_calls: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What answering one row produced: a completion, or the reason it failed."""
-
-    completion: Completion | None
-    error: APIError | None = None
-    cached: bool = False
 
 
 class Responder(Protocol):
@@ -100,7 +79,6 @@ class APIModel:
         throttle: Throttle,
         cache: ResponseCache | None,
         images: ImageCache,
-        counters: Counters,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
@@ -110,11 +88,9 @@ class APIModel:
         self.throttle = throttle
         self.cache = cache
         self.images = images
-        self.counters = counters
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.stopped: FatalAPIError | None = None
         self.extra_body = dict(extra_body or {})  # must match the client's: it is in the key
-        self.models_seen: set[str] = set()  # model names the API reported (the judge's is recorded)
         self._in_flight: dict[str, asyncio.Future[None]] = {}  # cache key → done signal
         self._retry_kwargs = retrying(
             max_attempts=cfg.max_retries + 1,
@@ -124,7 +100,6 @@ class APIModel:
         )
 
     def _on_retry(self, exc: BaseException, wait: float) -> None:
-        self.counters.retries += 1
         # A rate limit tells every worker on this endpoint to back off, not just this one.
         if isinstance(exc, RetryableError) and exc.status == 429:
             # The server's own hint when it gives one; our jittered backoff otherwise.
@@ -153,12 +128,9 @@ class APIModel:
             return Outcome(None, RowError(f"image could not be read: {exc}"))
         return await self._answer(request, self.cache_key(request, digest))
 
-    async def complete_text(self, request: ChatRequest) -> Completion:
-        """Answer a text-only request (judge calls) the same way; failures raise `APIError`."""
-        outcome = await self._answer(request, self.cache_key(request, None))
-        if outcome.completion is None:
-            raise outcome.error or RowError("no answer")
-        return outcome.completion
+    async def complete_text(self, request: ChatRequest) -> Outcome:
+        """Answer a text-only request (judge calls) the same way; fatal errors propagate."""
+        return await self._answer(request, self.cache_key(request, None))
 
     async def _answer(self, request: ChatRequest, key: str) -> Outcome:
         # An identical request already in flight (a duplicate row) is paid once: wait for it,
@@ -166,19 +138,13 @@ class APIModel:
         while (pending := self._in_flight.get(key)) is not None:
             await asyncio.wait([pending])
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.counters.cache_hits += 1
-            self._seen(hit)
-            return Outcome(hit, cached=True)
+            return Outcome(hit, usage=Usage(cache_hits=1))
         done = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
             return await self._fetch(request, key)
         finally:
             del self._in_flight[key]
             done.set_result(None)
-
-    def _seen(self, completion: Completion) -> None:
-        if completion.model:
-            self.models_seen.add(completion.model)
 
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         image_url = None
@@ -192,21 +158,27 @@ class APIModel:
                 return Outcome(None, RowError(f"image could not be encoded: {exc}"))
             tokens += _IMAGE_TOKENS
         tokens += request.max_tokens or 300
+        sent = [0]  # attempts that reached the client
         try:
-            completion = await self._call(request, image_url, tokens)
+            completion = await self._call(request, image_url, tokens, sent)
         except FatalAPIError as exc:
             self.stopped = self.stopped or exc
             raise
         except APIError as exc:
-            return Outcome(None, exc)
+            return Outcome(None, exc, Usage(api_calls=sent[0], retries=max(sent[0] - 1, 0)))
         if self.cache is not None:
-            self.cache.put(key, completion)
-        self.counters.prompt_tokens += completion.prompt_tokens
-        self.counters.completion_tokens += completion.completion_tokens
-        self._seen(completion)
-        return Outcome(completion)
+            self.cache.put(key, completion)  # durable before the row can count as done
+        usage = Usage(
+            api_calls=sent[0],
+            retries=sent[0] - 1,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+        return Outcome(completion, usage=usage)
 
-    async def _call(self, request: ChatRequest, image_url: str | None, tokens: int) -> Completion:
+    async def _call(
+        self, request: ChatRequest, image_url: str | None, tokens: int, sent: list[int]
+    ) -> Completion:
         async for attempt in AsyncRetrying(**self._retry_kwargs):
             with attempt:
                 # The slot is held per attempt, never across a backoff sleep.
@@ -214,6 +186,7 @@ class APIModel:
                     await self.throttle.acquire(tokens)
                     if self.stopped is not None:  # another row hit a fatal error: send nothing
                         raise self.stopped
-                    self.counters.api_calls += 1
+                    sent[0] += 1
                     return await self.client.complete(request, image_url)
-        raise AssertionError("unreachable: AsyncRetrying re-raises the last error")
+        msg = "unreachable: AsyncRetrying re-raises the last error"
+        raise AssertionError(msg)

@@ -1,84 +1,21 @@
-"""Rebuild a run's scores from its results files, write summary.json, and print tables.
+"""Print a run's summary as the terminal tables: the official cells, then our additions.
 
-Needs no API calls: everything comes from `<run_dir>/<stem>.jsonl`.
+Accuracies print as {acc:.2%} and report metrics as {:.4f}, as the official scripts do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.cache import write_atomic
-from pipeline.errors import DataError
-from pipeline.records import FILES, JOINT_LEVELS
-from pipeline.scoring import Scorer
+from pipeline.records import JOINT_LEVELS
 
-SUMMARY_NAME = "summary.json"
 _GROUP_HEADER = {"visual_evidence_qa": "Task", "independent_qa": "Level"}
-
-
-def load_results(run_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (stem, row) from each results file present, skipping a torn last line."""
-    for stem in FILES:
-        path = run_dir / f"{stem}.jsonl"
-        if path.is_file():
-            for row in _read_jsonl(path):
-                yield stem, row
-
-
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    torn: int | None = None
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            if torn is not None:
-                # Only the last line can be torn by a crash mid-write; anything else is damage.
-                msg = "unparseable JSON before the end of the file; repair or delete that line"
-                raise DataError(str(path), torn, msg)
-            try:
-                row = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                torn = lineno
-                continue
-            if not isinstance(row, dict):
-                msg = "a results line must be a JSON object; repair or delete that line"
-                raise DataError(str(path), lineno, msg)
-            yield row
-
-
-def score_run(
-    run_dir: Path,
-    *,
-    model: str | None = None,
-    usage: Mapping[str, int] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    official_quirks: bool = False,
-) -> dict[str, Any]:
-    """Return the summary of a run dir; later lines replace earlier ones with the same key."""
-    scorer = Scorer(official_quirks=official_quirks)
-    seen_model: str | None = None
-    for stem, row in load_results(run_dir):
-        scorer.add(stem, row)
-        meta = row.get("_meta")
-        if seen_model is None and isinstance(meta, dict) and isinstance(meta.get("model"), str):
-            seen_model = meta["model"]
-    name = model or seen_model or run_dir.resolve().name
-    return scorer.summary(model=name, usage=usage, extra=extra)
-
-
-def write_summary(run_dir: Path, summary: Mapping[str, Any]) -> Path:
-    """Write `run_dir/summary.json` atomically and return its path."""
-    path = run_dir / SUMMARY_NAME
-    write_atomic(path, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    return path
 
 
 def render(summary: Mapping[str, Any], console: Console) -> None:
@@ -120,7 +57,8 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         )
     judge = (summary.get("run") or {}).get("judge")
     if judge:
-        console.print(Text(_judge_line(judge), style="dim"))
+        used = (summary.get("usage") or {}).get("judge") or {}
+        console.print(Text(_judge_line(judge, used), style="dim"))
     console.print(_usage_line(summary.get("usage") or {}))
 
 
@@ -222,14 +160,14 @@ def _drop_table(drop: Mapping[str, Any]) -> Table:
     return table
 
 
-def _judge_line(judge: Mapping[str, Any]) -> str:
+def _judge_line(judge: Mapping[str, Any], used: Mapping[str, Any]) -> str:
     if judge.get("model") is None:
         return str(judge.get("note", "no judge"))
-    returned = ", ".join(judge.get("models_returned") or []) or "no call this run"
+    returned = ", ".join(used.get("models_returned") or []) or "no call"
     return (
         f"judge: {judge['model']} ({judge['model_id']}; API reported: {returned}), "
-        f"{judge['api_calls']:,} calls, {judge['cache_hits']:,} cached; keyword prompt "
-        f"{judge['keyword_prompt']}; BERTScore {judge.get('bertscore_model') or 'off'}"
+        f"{used.get('api_calls', 0):,} calls, {used.get('cache_hits', 0):,} cached; keyword "
+        f"prompt {judge['keyword_prompt']}; BERTScore {judge.get('bertscore_model') or 'off'}"
     )
 
 
@@ -242,5 +180,4 @@ def _usage_line(usage: Mapping[str, Any]) -> str:
         f"usage: {n('api_calls')} API calls, {n('retries')} retries, {n('cache_hits')} cache hits, "
         f"{n('failed_rows')} failed rows, {n('prompt_tokens')} prompt + "
         f"{n('completion_tokens')} completion tokens"
-        + (" (from results rows; ? = not recorded)" if usage.get("source") == "rows" else "")
     )

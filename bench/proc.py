@@ -23,7 +23,9 @@ from typing import IO, Any
 
 import orjson
 
-REPO = Path(__file__).resolve().parents[2]
+from pipeline.config import child_env
+
+REPO = Path(__file__).resolve().parents[1]
 FAKESERVER = REPO / "tests" / "fakeserver.py"
 FAULT_KINDS = "500,503,429,drop"  # every retryable fault the simulator has but a hang
 _POLL = 0.005  # seconds between exit checks: the error on a measured wall time
@@ -197,9 +199,7 @@ def run_child(argv: list[str], *, env: dict[str, str], log: Path, timeout: float
 def clean_env(cache: Path) -> dict[str, str]:
     """Return our environment without DRVD_* settings, with the bench's cache folder."""
     # A DRVD_RPM or DRVD_CONCURRENCY in the caller's shell must not leak into a measurement.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRVD_")}
-    env["DRVD_CACHE_DIR"] = str(cache)
-    return env
+    return child_env(DRVD_CACHE_DIR=str(cache))
 
 
 def run_pipeline(

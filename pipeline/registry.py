@@ -1,4 +1,4 @@
-"""Model registry: short aliases → provider, API model id, endpoint, key variable, default pace.
+"""The model registry: short aliases → provider, API model id, endpoint, key variable, pace.
 
 Extend by adding a row to MODELS. `openai:<model-id>` reaches any OpenAI-compatible server
 (vLLM, SGLang, Ollama, OpenRouter…) given `--base-url` or `DRVD_BASE_URL`.

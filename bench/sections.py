@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.data import make_full, make_scaled, prewarm, subset
-from pipeline.bench.proc import FAULT_KINDS, ChildRun, Server, Sim, free_port, run_pipeline
-from pipeline.bench.table import Line, ratio
+from bench.data import make_full, make_scaled, prewarm, subset
+from bench.proc import FAULT_KINDS, ChildRun, Server, Sim, free_port, run_pipeline
+from bench.table import Line, ratio
 from pipeline.images import ImageCache, encode_image
 from pipeline.records import ImageSpec
 

@@ -1,6 +1,6 @@
 """`make bench`: measure drvd-pipeline against the physical bound and write docs/BENCHMARKS.md.
 
-python scripts/bench.py [--quick] [--only SECTION,...] [--keep] [--workdir DIR]
+python -m bench [--quick] [--only SECTION,...] [--keep] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from pipeline.bench.proc import REPO, stop_all
-from pipeline.bench.sections import SECTIONS, Bench, Plan, run_sections
-from pipeline.bench.table import Line, load, machine, render_markdown, render_text
+from bench.proc import REPO, stop_all
+from bench.sections import SECTIONS, Bench, Plan, run_sections
+from bench.table import Line, load, machine, render_markdown, render_text
 
 FAILED = "section failed"
 DEFAULT_OUTPUT = REPO / "docs" / "BENCHMARKS.md"
@@ -38,7 +38,7 @@ _METHOD = (
 def build_parser() -> argparse.ArgumentParser:
     """Return the bench's argument parser."""
     p = argparse.ArgumentParser(
-        prog="scripts/bench.py",
+        prog="python -m bench",
         description="Benchmark drvd-pipeline against a local latency/fault simulator; print a "
         "table and rewrite docs/BENCHMARKS.md. The full run takes about 6-10 minutes on 2 cores.",
     )
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     host = machine()
     bench = Bench(work, plan)
-    from pipeline.bench.peer import section_peer  # here: `python -m pipeline.bench.peer` runs it
+    from bench.peer import section_peer  # here: `python -m bench.peer` runs it
 
     signal.signal(signal.SIGTERM, _terminate)
     # Even when started with SIGINT ignored (a background job), Ctrl-C must stop the children.
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_text(bench.lines))
     print(f"\n{took:.0f} s; machine: {host['cores']} x {host['cpu']}, Python {host['python']}")
     if not args.no_write:
-        command = " ".join(["python scripts/bench.py", *argv])
+        command = " ".join(["python -m bench", *argv])
         text = render_markdown(
             bench.lines,
             command=command,

@@ -98,7 +98,7 @@ def render_markdown(
         "",
         f"Written by `{command}` on {when}. Every number below comes from that one run on the "
         "machine described here; ratios compare measurements taken in the same run. Rerun "
-        "`make bench` to reproduce them on your machine (`python scripts/bench.py --help`).",
+        "`make bench` to reproduce them on your machine (`python -m bench --help`).",
         "",
         "## Machine",
         "",

@@ -15,12 +15,12 @@ from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
 from pipeline.config import load_config
 from pipeline.dataset import iter_samples
-from pipeline.engine import NORMAL_REPORT, APIModel, Counters, RandomModel
+from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.errors import FatalAPIError, RowError
 from pipeline.images import ImageCache
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Throttle
-from pipeline.records import FILES, Completion, Sample
+from pipeline.records import FILES, Completion, Sample, Usage
 from pipeline.synthetic import write_dataset
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -118,7 +118,7 @@ async def test_random_report_is_fixed_and_respond_is_offline(tmp_path: Path) -> 
         for s in reports:
             outcome = await model.respond(s, build_request(s))
             assert outcome.completion == Completion(text=NORMAL_REPORT, model="random")
-            assert outcome.error is None and not outcome.cached
+            assert outcome.error is None and outcome.usage.cache_hits == 0
 
 
 # ---------------------------------------------------------------- APIModel
@@ -151,7 +151,6 @@ async def api_model(
             throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
             cache=ResponseCache(cfg.cache_dir) if use_cache else None,
             images=ImageCache(cfg.cache_dir),
-            counters=Counters(),
             sleep=sleep,
         )
 
@@ -175,9 +174,9 @@ async def test_success_is_cached_and_a_hit_needs_no_request_slot_or_throttle(
     s = load_samples(tmp_path)[0]
     async with api_model(fake_server, tmp_path, concurrency=2) as model:
         first = await model.respond(s, build_request(s))
-        assert first.completion is not None and not first.cached
+        assert first.completion is not None and first.usage.cache_hits == 0
         assert fake_server.ledger.count() == 1 and cached_entries(tmp_path) == 1
-        assert model.counters.api_calls == 1 and model.counters.prompt_tokens > 0
+        assert first.usage.api_calls == 1 and first.usage.prompt_tokens > 0
         # Take every slot and pause the throttle for a minute: only a free hit can answer now.
         model.throttle.pause(60)
         for _ in range(2):
@@ -185,9 +184,9 @@ async def test_success_is_cached_and_a_hit_needs_no_request_slot_or_throttle(
         hit = await asyncio.wait_for(model.respond(s, build_request(s)), 5)
         for _ in range(2):
             model.slots.release()
-    assert hit.cached and hit.completion == first.completion and hit.error is None
+    assert hit.usage.cache_hits == 1 and hit.completion == first.completion and hit.error is None
     assert fake_server.ledger.count() == 1
-    assert model.counters.cache_hits == 1 and model.counters.api_calls == 1
+    assert hit.usage == Usage(cache_hits=1)
 
 
 async def test_identical_requests_in_flight_are_paid_once(
@@ -198,9 +197,17 @@ async def test_identical_requests_in_flight_are_paid_once(
     async with api_model(fake_server, tmp_path, concurrency=4) as model:
         outcomes = await asyncio.gather(*(model.respond(s, build_request(s)) for _ in range(3)))
     assert fake_server.ledger.count() == 1
-    assert sorted(o.cached for o in outcomes) == [False, True, True]
+    assert sorted(o.usage.cache_hits for o in outcomes) == [0, 1, 1]
     assert len({o.completion for o in outcomes}) == 1
-    assert model.counters.api_calls == 1 and model.counters.cache_hits == 2
+    assert sum((o.usage for o in outcomes), Usage()).to_json() == {
+        **Usage().to_json(),
+        "api_calls": 1,
+        "cache_hits": 2,
+        "prompt_tokens": outcomes[0].usage.prompt_tokens
+        + outcomes[1].usage.prompt_tokens
+        + outcomes[2].usage.prompt_tokens,
+        "completion_tokens": sum(o.usage.completion_tokens for o in outcomes),
+    }
 
 
 async def test_a_failed_duplicate_is_not_shared(fake_server: FakeServer, tmp_path: Path) -> None:
@@ -213,7 +220,7 @@ async def test_a_failed_duplicate_is_not_shared(fake_server: FakeServer, tmp_pat
     assert len(errors) == 1 and isinstance(errors[0].error, RowError)
     # The next waiter asks again and succeeds; the last one reads that answer from the cache.
     assert [e.outcome for e in fake_server.ledger.entries] == ["400_inspection", "ok"]
-    assert sum(o.cached for o in outcomes) == 1
+    assert sum(o.usage.cache_hits for o in outcomes) == 1
 
 
 async def test_without_cache_every_call_is_sent(fake_server: FakeServer, tmp_path: Path) -> None:
@@ -221,7 +228,7 @@ async def test_without_cache_every_call_is_sent(fake_server: FakeServer, tmp_pat
     async with api_model(fake_server, tmp_path, no_cache=True, use_cache=False) as model:
         for _ in range(2):
             outcome = await model.respond(s, build_request(s))
-            assert outcome.completion is not None and not outcome.cached
+            assert outcome.completion is not None and outcome.usage.cache_hits == 0
     assert fake_server.ledger.count() == 2
     assert cached_entries(tmp_path) == 0
 
@@ -252,10 +259,10 @@ async def test_row_error_is_an_outcome_and_is_not_cached(
     async with api_model(fake_server, tmp_path) as model:
         failed = await model.respond(s, build_request(s))  # returned, not raised
         assert failed.completion is None and isinstance(failed.error, RowError)
-        assert model.counters.retries == 0  # moderation is never retried
+        assert failed.usage == Usage(api_calls=1)  # moderation is never retried
         assert cached_entries(tmp_path) == 0
         again = await model.respond(s, build_request(s))
-    assert again.completion is not None and not again.cached  # the error was not cached
+    assert again.completion is not None and again.usage.cache_hits == 0  # the error was not cached
     assert fake_server.ledger.count() == 2 and cached_entries(tmp_path) == 1
     assert model.stopped is None
 
@@ -277,7 +284,6 @@ async def test_fatal_error_propagates_and_stops_every_other_row(
         with pytest.raises(FatalAPIError):
             await model.respond(rows[8], build_request(rows[8]))
     assert fake_server.ledger.count() == sent
-    assert model.counters.retries == 0
     assert all(secret not in str(o) for o in outcomes)
     assert cached_entries(tmp_path) == 0
 
@@ -298,7 +304,8 @@ async def test_rate_limit_pauses_every_worker(fake_server: FakeServer, tmp_path:
         outcome_a, outcome_b = await asyncio.wait_for(asyncio.gather(a, b), 5)
     assert outcome_a.completion is not None and outcome_b.completion is not None
     assert len(waits) == 1 and waits[0] >= 0.2  # Retry-After is a floor for the backoff
-    assert model.counters.retries == 1
+    assert (outcome_a.usage.api_calls, outcome_a.usage.retries) == (2, 1)
+    assert (outcome_b.usage.api_calls, outcome_b.usage.retries) == (1, 0)
     limited, *later = fake_server.ledger.entries
     assert limited.outcome == "429" and len(later) == 2
     # Neither the retry nor the other row was sent before the server's Retry-After ended.
@@ -333,7 +340,8 @@ async def test_in_flight_never_exceeds_concurrency(fake_server: FakeServer, tmp_
     assert all(o.completion is not None for o in outcomes)
     assert fake_server.ledger.max_in_flight == 3
     assert fake_server.ledger.count() == len(rows) + 3
-    assert model.counters.api_calls == len(rows) + 3 and model.counters.retries == 3
+    total = sum((o.usage for o in outcomes), Usage())
+    assert total.api_calls == len(rows) + 3 and total.retries == 3
 
 
 async def test_slot_is_free_during_backoff(fake_server: FakeServer, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.providers import MODELS, resolve_model
+from pipeline.registry import MODELS, resolve_model
 
 DASHSCOPE = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DASHSCOPE_INTL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
