@@ -10,7 +10,7 @@ DATA   ?= $(DRVD_DATA)
 OUT    ?= runs
 SAMPLE := pipeline/sample
 
-.PHONY: setup setup-report demo test eval score lint fmt bench clean-cache clean
+.PHONY: setup setup-report demo test eval score lint typecheck fmt bench clean-cache clean
 
 setup: $(STAMP)
 setup-report: $(REPORT)
@@ -49,14 +49,23 @@ score: setup
 	@test -n "$(RUN)" || { echo "usage: make score RUN=runs/<name>"; exit 2; }
 	$(PY) -m pipeline score $(RUN)
 
+# The same checks as .pre-commit-config.yaml. mypy is strict on the package, the bench and the
+# scripts; the tests are checked too, with unannotated test functions allowed.
+LINTED     := pipeline tests scripts bench
+MYPY_TESTS := --allow-untyped-defs --allow-incomplete-defs --allow-untyped-calls --allow-any-generics
+
 lint: setup
-	$(VENV)/bin/ruff format --check pipeline tests scripts
-	$(VENV)/bin/ruff check pipeline tests scripts
-	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(MAKE) --no-print-directory typecheck
+
+typecheck: setup
+	$(VENV)/bin/mypy pipeline bench scripts
+	$(VENV)/bin/mypy $(MYPY_TESTS) tests
 
 fmt: setup
-	$(VENV)/bin/ruff format pipeline tests scripts
-	$(VENV)/bin/ruff check --fix pipeline tests scripts
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 # The bench extra (inspect-ai) makes the peer comparison run; without it that section is skipped.
 bench: setup

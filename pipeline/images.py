@@ -1,4 +1,4 @@
-"""Encode images as data URLs exactly as the official `encode_image` does (FACTS §2.2)."""
+"""Encode images as data URLs exactly as the official `encode_image` does (PROTOCOL §2.5)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Two protocols, both from the authors' code:
                   temperature 0.0, max_tokens 300 for every row
 
 The user text is the same in both. Unlike the official scripts, the template is chosen per
-row from the row's own kind, never from the first line of the file (FACTS §3.4 quirk 7).
+row from the row's own kind, never from the first line of the file (PROTOCOL §2.4, §4 Q7).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Classify provider failures into retry / fail row / stop run, and build the one retry loop.
 
 `classify` is pure: status + body (+ headers) → a `RetryableError`, `RowError` or `FatalAPIError`
-instance, following /work/shared/providers/FACTS.md "What a client must do". `retrying` returns the
+instance, following docs/PROVIDERS.md §1-§5. `retrying` returns the
 keyword arguments for `tenacity.AsyncRetrying`; only `RetryableError` is ever retried.
 """
 
@@ -36,7 +36,7 @@ _ACCOUNT = (
     "freeallocatedquotaexceeded",
     "allocationquotafreetieronly",
 )
-# Configuration mistakes that every later row would repeat (FACTS: "stop run (fix config)").
+# Configuration mistakes that every later row would repeat (PROVIDERS §2, §5: stop run, fix the config).
 _CONFIG = (
     "unknownvariantimageurl",  # DeepSeek text-only model sent an image
     "enablethinkingmustbesettofalse",  # DashScope thinking in a non-streaming call
@@ -137,7 +137,7 @@ def classify_transport(exc: BaseException, *, where: str, timeout: float | None 
 
 def _classify_429(kind: str, hay: str, make: Callable[[type[APIError], str], APIError]) -> APIError:
     """Split a 429 into throttle (retry), billing (stop) and oversized request (fail row)."""
-    # DashScope reuses OpenAI's `insufficient_quota` wording for its TPM throttle (FACTS §1), so
+    # DashScope reuses OpenAI's `insufficient_quota` wording for its TPM throttle (PROVIDERS §2), so
     # only OpenAI-style servers treat it as billing.
     if kind != "dashscope" and any(m in hay for m in _OPENAI_QUOTA):
         return make(FatalAPIError, "The account is out of quota; fix billing, then resume.")

@@ -67,12 +67,15 @@ def joint_modality(row: Mapping[str, Any]) -> str | None:
     return _opt_str(row.get("modality", "Unknown"))
 
 
-def report_pair(row: Mapping[str, Any], response: object) -> tuple[str, str, str] | None:
-    """Return (modality, reference, prediction), or None when either text is empty (dropped)."""
+def report_pair(row: Mapping[str, Any], response: object) -> tuple[str | None, str, str] | None:
+    """Return (modality, reference, prediction), or None when either text is empty (dropped).
+
+    The modality is grouped as the official script does: "Unknown" only when the key is absent.
+    """
     answer = row.get("answer")
     if not (isinstance(answer, str) and answer and isinstance(response, str) and response):
         return None
-    return str(row.get("modality") or "Unknown"), answer, response
+    return _opt_str(row.get("modality", "Unknown")), answer, response
 
 
 def official_response(row: ResultRow) -> object:

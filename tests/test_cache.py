@@ -16,10 +16,11 @@ from pipeline.cache import CACHE_VERSION, ResponseCache, request_key, write_atom
 from pipeline.records import ChatRequest, Completion, ImageSpec
 
 REPO = Path(__file__).resolve().parent.parent
+IMAGE = ImageSpec(Path("/data/images/a.png"), 512, 75)
 REQUEST = ChatRequest(
     system="Only respond with one capital letter.",
     text="Question: which?\nA. x\nB. y",
-    image=ImageSpec(Path("/data/images/a.png"), 512, 75),
+    image=IMAGE,
     temperature=0.0,
     max_tokens=50,
 )
@@ -55,8 +56,8 @@ def test_key_is_stable_and_versioned() -> None:
         {"request": replace(REQUEST, system="You are a helpful medical image analysis assistant.")},
         {"request": replace(REQUEST, text=REQUEST.text + " ")},
         {"image_digest": "cd" * 16},
-        {"request": replace(REQUEST, image=ImageSpec(REQUEST.image.path, 1024, 75))},
-        {"request": replace(REQUEST, image=ImageSpec(REQUEST.image.path, 512, 85))},
+        {"request": replace(REQUEST, image=ImageSpec(IMAGE.path, 1024, 75))},
+        {"request": replace(REQUEST, image=ImageSpec(IMAGE.path, 512, 85))},
         {"legacy_mime": True},
         {"request": replace(REQUEST, temperature=0.7)},
         {"request": replace(REQUEST, temperature=None)},  # not sent ≠ 0
@@ -141,7 +142,7 @@ def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
 def test_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "x.json"
     target.mkdir()  # os.replace cannot put a file over a folder
-    with pytest.raises(OSError):
+    with pytest.raises(IsADirectoryError):
         write_atomic(target, b"{}")
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 

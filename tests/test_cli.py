@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.cache import ResponseCache
 from pipeline.config import KNOBS
-from pipeline.registry import MODELS
 from pipeline.records import FILES, Completion
+from pipeline.registry import MODELS
 from pipeline.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> 
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), proc.stderr
     return lines[0]
 
 
@@ -63,7 +64,8 @@ def test_eval_help_lists_every_variable_default_and_exit_code() -> None:
         line = next(x for x in lines if x.strip().startswith(knob.env))
         shown = knob.shown if knob.default is None else knob.default
         assert f"(default: {shown})" in line, line
-    assert "(default: 6)" in proc.stdout and "(default: cache)" in proc.stdout
+    assert "(default: 6)" in proc.stdout
+    assert "(default: cache)" in proc.stdout
     status = proc.stdout[proc.stdout.index("exit status") :]
     for code in ("0", "1", "2", "3", "130"):
         assert f"{code} " in status, code
@@ -82,7 +84,8 @@ def test_missing_key_exits_2_naming_the_variable(tmp_path: Path, model: str, var
 def test_unknown_model_exits_2() -> None:
     proc = drvd("eval", "--model", "gpt-5-vision", "--data", SAMPLE)
     line = assert_one_line_error(proc, 2)
-    assert "gpt-5-vision" in line and "qwen" in line
+    assert "gpt-5-vision" in line
+    assert "qwen" in line
 
 
 def test_missing_data_dir_exits_2(tmp_path: Path) -> None:
@@ -133,14 +136,18 @@ def test_cache_stats_and_clear(tmp_path: Path) -> None:
     (root / "images" / "ab" / "x.txt").write_text("data:image/jpeg;base64,AAAA")
 
     stats = drvd("cache", "stats", "--cache-dir", root)
-    assert stats.returncode == 0 and "3 responses" in stats.stdout
+    assert stats.returncode == 0
+    assert "3 responses" in stats.stdout
     by_env = drvd("cache", "stats", env={"DRVD_CACHE_DIR": str(root)})
-    assert by_env.returncode == 0 and "3 responses" in by_env.stdout
+    assert by_env.returncode == 0
+    assert "3 responses" in by_env.stdout
     default = drvd("cache", "stats")  # conftest's DRVD_CACHE_DIR: another, empty cache
-    assert default.returncode == 0 and "0 responses" in default.stdout
+    assert default.returncode == 0
+    assert "0 responses" in default.stdout
 
     cleared = drvd("cache", "clear", "--cache-dir", root)
-    assert cleared.returncode == 0 and "removed 3" in cleared.stdout
+    assert cleared.returncode == 0
+    assert "removed 3" in cleared.stdout
     assert cache.stats()["entries"] == 0
     assert not (root / "images").exists()
     assert "0 responses" in drvd("cache", "stats", "--cache-dir", root).stdout

@@ -236,4 +236,5 @@ def test_text_only_request_sends_a_plain_string_and_no_system_when_unset():
     request = ChatRequest(system=None, text="extract keywords", image=None, temperature=0.0)
     payload = build_payload("judge", request, None, {"thinking": {"type": "disabled"}})
     assert payload["messages"] == [{"role": "user", "content": "extract keywords"}]
-    assert payload["temperature"] == 0.0 and payload["thinking"] == {"type": "disabled"}
+    assert payload["temperature"] == 0.0
+    assert payload["thinking"] == {"type": "disabled"}

@@ -18,8 +18,8 @@ from pipeline.config import (
     load_config,
 )
 from pipeline.errors import ConfigError
-from pipeline.registry import DEFAULT_TIMEOUT, MODELS
 from pipeline.records import FILES
+from pipeline.registry import DEFAULT_TIMEOUT, MODELS
 
 KEYS = {"DASHSCOPE_API_KEY": "sk-dash", "DEEPSEEK_API_KEY": "sk-deep", "OPENAI_API_KEY": "sk-oai"}
 
@@ -188,10 +188,13 @@ def test_api_key_is_not_in_repr() -> None:
 def test_flags_that_are_not_knobs() -> None:
     cfg = load(out=Path("o"), run_name="mine", limit=5, seed=7, legacy_mime=True, no_cache=True)
     assert (cfg.out, cfg.run_name, cfg.limit, cfg.seed) == (Path("o"), "mine", 5, 7)
-    assert cfg.legacy_mime is True and cfg.use_cache is False
+    assert cfg.legacy_mime is True
+    assert cfg.use_cache is False
     assert cfg.run_dir == Path("o") / "mine"
     plain = load()
-    assert plain.out == DEFAULT_OUT and plain.use_cache is True and plain.seed == 0
+    assert plain.out == DEFAULT_OUT
+    assert plain.use_cache is True
+    assert plain.seed == 0
 
 
 @pytest.mark.parametrize(
@@ -221,7 +224,8 @@ def test_cache_dir_helper_precedence() -> None:
 
 def test_judge_defaults_to_deepseek_only_when_its_key_is_set() -> None:
     cfg = load()  # KEYS holds DEEPSEEK_API_KEY
-    assert cfg.judge is not None and cfg.judge.alias == "deepseek"
+    assert cfg.judge is not None
+    assert cfg.judge.alias == "deepseek"
     assert cfg.judge_key == "sk-deep"
     no_deepseek = load_config({"model": "gpt-4o", "data": Path("d")}, {"OPENAI_API_KEY": "k"})
     assert no_deepseek.judge is None
@@ -245,9 +249,11 @@ def test_judge_key_and_endpoint_are_its_own() -> None:
     )
     judge = cfg.judge_config()
     assert judge is not None
-    assert judge.api_key == "judge-key" and judge.spec.base_url == "http://judge/v1"
+    assert judge.api_key == "judge-key"
+    assert judge.spec.base_url == "http://judge/v1"
     assert judge.concurrency == cfg.judge.concurrency
-    assert "judge-key" not in repr(cfg) and "judge-key" not in repr(judge)
+    assert "judge-key" not in repr(cfg)
+    assert "judge-key" not in repr(judge)
     # The model's DRVD_BASE_URL is not the judge's.
     with pytest.raises(ConfigError, match="needs an endpoint"):
         load("openai:m", base_url="http://model/v1", judge="openai:j")

@@ -147,7 +147,7 @@ CHAIN_CASES = [
     ("1. B\n2. D\n3. A\n4. C\n\nThe modality is CT, the organ the kidney.", "B,D,A,C"),
     ("Q1: F Q2: D Q3: A Q4: C", "F,D,A,C"),
     # refusals: wrong count, words, letters outside the range
-    ("B,E,D,A,C", None),  # five letters (a body-region answer included): FACTS §3.4 item 4
+    ("B,E,D,A,C", None),  # five letters (a body-region answer included): PROTOCOL §4 Q4
     ("B,D,A", None),
     ("Modality: B\nBody region: A\nOrgan: D\nLesion: A\nDiagnosis: C", None),
     ("BDAC", None),

@@ -228,7 +228,8 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
     root = tmp_path / "cache"
 
     def boom(src: object, dst: object) -> None:
-        raise OSError("disk full")
+        msg = "disk full"
+        raise OSError(msg)
 
     monkeypatch.setattr(os, "replace", boom)
     assert ImageCache(root).data_url(spec) == encode_image(spec)  # the row still gets its image
@@ -292,4 +293,5 @@ def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path:
     for t in threads:
         t.join()
     assert all(len(seen) == 1 for seen in overlaps if "large" in seen)  # never beside another
-    assert not together.broken and len(overlaps) == 8
+    assert not together.broken
+    assert len(overlaps) == 8

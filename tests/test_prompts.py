@@ -11,7 +11,7 @@ from pipeline.dataset import iter_samples
 from pipeline.prompts import PROTOCOL_VERSION, PROTOCOLS, build_request, user_text
 from pipeline.records import ImageSpec, Kind, Sample
 
-# Literal text from FACTS §2.1 / §2.3, written out independently of the module's constants.
+# Literal text from PROTOCOL §2.1 / §2.2, written out independently of the module's constants.
 ANALYSIS_SYSTEM = "You are a helpful medical image analysis assistant."
 DISCRETE_SYSTEM = "Only respond with one capital letter."
 JOINT_SYSTEM = "Respond with four or five capital letters (A-H), separated by commas."
@@ -140,6 +140,7 @@ def test_row_in_the_wrong_file_gets_its_own_template(tmp_path: Path) -> None:
         system, max_dim, quality, temperature, max_tokens = EXPECTED[sample.kind, "official"]
         assert req.system == system
         assert req.text == TEXTS[sample.kind]
+        assert req.image is not None
         assert (req.image.max_dim, req.image.quality) == (max_dim, quality)
         assert (req.temperature, req.max_tokens) == (temperature, max_tokens)
         assert req.image.path == tmp_path / "0001.png"

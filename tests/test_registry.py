@@ -38,8 +38,10 @@ def test_alias_maps_to_documented_model(
 
 def test_random_is_local() -> None:
     spec = resolve_model("random")
-    assert spec.provider == "local" and not spec.remote
-    assert spec.key_env is None and spec.base_url is None
+    assert spec.provider == "local"
+    assert not spec.remote
+    assert spec.key_env is None
+    assert spec.base_url is None
     # An endpoint means nothing to a local model.
     assert resolve_model("random", base_url="http://h/v1").base_url is None
 
@@ -56,7 +58,8 @@ def test_unknown_alias_lists_the_choices() -> None:
 def test_base_url_overrides_alias_endpoint() -> None:
     spec = resolve_model("qwen", base_url="http://127.0.0.1:8000/v1/")
     assert spec.base_url == "http://127.0.0.1:8000/v1"
-    assert spec.model == "qwen2.5-vl-72b-instruct" and spec.key_env == "DASHSCOPE_API_KEY"
+    assert spec.model == "qwen2.5-vl-72b-instruct"
+    assert spec.key_env == "DASHSCOPE_API_KEY"
     assert MODELS["qwen"].base_url == DASHSCOPE  # the registry itself is untouched
 
 
@@ -64,7 +67,8 @@ def test_openai_prefix_reaches_any_server() -> None:
     spec = resolve_model("openai:Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://h:1/v1//")
     assert spec.model == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert spec.alias == "openai:Qwen/Qwen2.5-VL-7B-Instruct"
-    assert spec.provider == "generic" and spec.remote
+    assert spec.provider == "generic"
+    assert spec.remote
     assert spec.base_url == "http://h:1/v1"
     assert spec.key_env is None
 
@@ -74,4 +78,5 @@ def test_openai_prefix_needs_id_and_endpoint() -> None:
         resolve_model("openai:", base_url="http://h/v1")
     with pytest.raises(ConfigError) as info:
         resolve_model("openai:m")
-    assert "--base-url" in str(info.value) and "DRVD_BASE_URL" in str(info.value)
+    assert "--base-url" in str(info.value)
+    assert "DRVD_BASE_URL" in str(info.value)

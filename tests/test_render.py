@@ -14,7 +14,8 @@ from pipeline.summary import score_run
 
 def test_render_shows_the_numbers(run_dir):
     summary = score_run(run_dir)
-    console = Console(record=True, width=120, file=io.StringIO())
+    stream = io.StringIO()
+    console = Console(record=True, width=120, file=stream)
     render(summary, console)
     text = console.export_text()
     for expected in (
@@ -36,7 +37,7 @@ def test_render_shows_the_numbers(run_dir):
     ):
         assert expected in text, expected
     assert "independent_qa" not in text
-    assert "\x1b" not in console.file.getvalue()  # not a terminal: plain text
+    assert "\x1b" not in stream.getvalue()  # not a terminal: plain text
 
 
 def test_render_marks_missing_values(tmp_path):

@@ -76,7 +76,8 @@ def test_finished_keeps_the_latest_row_per_key(tmp_path: Path) -> None:
     write(path, [row("a", 1, answer="", error="500: boom"), row("b", 2), row("a", 1, "C")])
     done = ResultsFile(path).finished()
     assert set(done) == {"a", "b"}
-    assert done["a"].model_response == "C" and done["a"].error is None
+    assert done["a"].model_response == "C"
+    assert done["a"].error is None
 
 
 def test_lines_of_other_tools_are_read_but_never_resumed(tmp_path: Path) -> None:
@@ -109,7 +110,9 @@ def test_a_row_survives_the_round_trip(tmp_path: Path) -> None:
     line["_meta"].update(kind="evidence", answer_source="extracted", usage={"api_calls": 2})
     back = ResultRow.from_json(orjson.loads(ResultRow.from_json(line).to_json()))
     assert back == ResultRow.from_json(line)
-    assert back.usage.api_calls == 2 and back.raw_response == " C." and back.line == 3
+    assert back.usage.api_calls == 2
+    assert back.raw_response == " C."
+    assert back.line == 3
 
 
 async def test_append_then_finalize_restores_input_order(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def _err(code: str | None, message: str, etype: str | None = None) -> dict[str, 
     return {"error": {"code": code, "message": message, "type": etype, "param": None}}
 
 
-# (provider, status, body, expected class) — one row per line of providers/FACTS.md.
+# (provider, status, body, expected class) — one row per line of docs/PROVIDERS.md's tables.
 DASHSCOPE = [
     (429, _err("Throttling.RateQuota", "Requests rate limit exceeded, please try again later."), R),
     (429, _err("LimitRequests", "You exceeded your current requests list"), R),
@@ -327,7 +327,8 @@ async def _run(
             if calls <= len(failures):
                 raise failures[calls - 1]
             return result, calls
-    raise AssertionError("unreachable")
+    msg = "unreachable"
+    raise AssertionError(msg)
 
 
 async def test_retrying_stops_after_max_attempts_and_reraises():

@@ -61,7 +61,8 @@ def assert_complete_and_ordered(data: Path, out: Path) -> None:
         assert [r["_meta"]["line"] for r in got[stem]] == list(range(1, len(rows) + 1))
         for row, original in zip(got[stem], rows, strict=True):
             assert {k: row[k] for k in original} == original  # input carried unchanged
-            assert row["error"] is None and row["model_response"]
+            assert row["error"] is None
+            assert row["model_response"]
 
 
 async def test_random_model_runs_offline_in_input_order(tmp_path: Path) -> None:
@@ -92,7 +93,8 @@ async def test_faults_complete_every_row_and_never_pay_twice(tmp_path: Path) -> 
     assert faults >= 10  # the faults really happened
     assert server.ledger.duplicates() == 0
     usage = result.summary["usage"]
-    assert usage["retries"] == faults and usage["failed_rows"] == 0
+    assert usage["retries"] == faults
+    assert usage["failed_rows"] == 0
 
 
 async def test_rerun_into_new_out_makes_zero_api_calls(tmp_path: Path) -> None:
@@ -133,7 +135,8 @@ async def test_failed_row_is_retried_on_rerun(tmp_path: Path) -> None:
         assert first.exit_code == EXIT_FAILED_ROWS
         assert first.summary["usage"]["failed_rows"] == 1
         failed = [r for rows in results(tmp_path / "out").values() for r in rows if r["error"]]
-        assert len(failed) == 1 and "DataInspectionFailed" in failed[0]["error"]
+        assert len(failed) == 1
+        assert "DataInspectionFailed" in failed[0]["error"]
         assert failed[0]["model_response"] is None
         # Moderation refusals are never retried within a run.
         assert sum(marker in e.user_text for e in server.ledger.entries) == 1
@@ -183,7 +186,8 @@ async def test_torn_last_line_and_bad_rows(tmp_path: Path, capsys) -> None:
     out.write_bytes(b"".join(kept[:-1]) + kept[-1][:25])
     second = await run_eval(cfg, show_progress=False)
     rows = results(tmp_path / "out")["visual_evidence_qa"]
-    assert len(rows) == len(kept) and len({r["_meta"]["key"] for r in rows}) == len(kept)
+    assert len(rows) == len(kept)
+    assert len({r["_meta"]["key"] for r in rows}) == len(kept)
     assert second.summary["files"] == first.summary["files"]
 
 

@@ -1,4 +1,4 @@
-"""The bundled demo sample is in the exact DrVD-Bench layout (FACTS §1.3)."""
+"""The bundled demo sample is in the exact DrVD-Bench layout (PROTOCOL §1)."""
 
 from __future__ import annotations
 

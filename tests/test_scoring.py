@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 from nltk.translate.bleu_score import SmoothingFunction
@@ -14,7 +15,7 @@ from pipeline.scoring import joint_hits, mcq_correct, mcq_group, report_pair
 
 def official_single(rows):
     """compute_choice_metric.py --type single: per (modality, task|level) correct/total."""
-    results = {}
+    results: dict = {}
     for data in rows:
         modality = data.get("modality")
         key = data["task"] if "task" in data else data.get("level")
@@ -50,12 +51,12 @@ def official_joint(rows):
 
 def official_report_bleu(rows):
     """report_generation_metric.py BLEU part: per-modality mean over non-empty pairs."""
-    by_modality = {}
+    by_modality: dict = {}
     for data in rows:
         ref = data.get("answer")
         pred = data.get("model_response")
         if ref and pred:
-            by_modality.setdefault(data.get("modality") or "Unknown", []).append((ref, pred))
+            by_modality.setdefault(data.get("modality", "Unknown"), []).append((ref, pred))
     out = {}
     for modality, pairs in by_modality.items():
         scores = []
@@ -92,7 +93,7 @@ def our_cells(groups):
 CT = {"modality": "CT", "task": "modality_recognition", "answer": "C. CT"}
 RESPONSES = ["C", "C.", " C", "c", "C. CT", "Answer: C", "C\n", ""]
 
-EVIDENCE_ROWS = [
+EVIDENCE_ROWS: list[dict[str, Any]] = [
     *({**CT, "model_response": r} for r in RESPONSES),
     dict(CT),  # missing model_response
     {**CT, "model_response": None},
@@ -104,7 +105,7 @@ EVIDENCE_ROWS = [
     {**CT, "answer": "", "model_response": ""},  # quirk 13: counts as correct
 ]
 
-INDEPENDENT_ROWS = [
+INDEPENDENT_ROWS: list[dict[str, Any]] = [
     {"modality": "CT", "level": "organ", "answer": "D. Liver", "model_response": "D"},
     {"modality": "CT", "level": "organ", "answer": "D. Liver", "model_response": "D "},
     {"modality": "CT", "level": "lesion", "answer": "A. Cyst", "error": "timeout"},
@@ -197,7 +198,9 @@ def test_report_pair_drops_empty_texts():
     assert report_pair(row, "") is None
     assert report_pair(row, None) is None
     assert report_pair({**row, "answer": ""}, "pred") is None
-    assert report_pair({"answer": "r", "modality": None}, "p") == ("Unknown", "r", "p")
+    # As official: `item.get("modality", "Unknown")`, so only an absent key is "Unknown".
+    assert report_pair({"answer": "r", "modality": None}, "p") == (None, "r", "p")
+    assert report_pair({"answer": "r"}, "p") == ("Unknown", "r", "p")
 
 
 @pytest.mark.parametrize(

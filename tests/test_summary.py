@@ -306,7 +306,8 @@ def test_independent_vs_joint_links_rows_by_image_and_counts_the_drop() -> None:
     drop = scorer.summary(model="m")["independent_vs_joint"]
     assert drop["lesion"] == {"pairs": 2, "independent": 1.0, "joint": 0.5, "drop": 0.5}
     assert drop["modality"] == {"pairs": 1, "independent": 1.0, "joint": 1.0, "drop": 0.0}
-    assert drop["organ"]["pairs"] == 0 and drop["organ"]["drop"] is None
+    assert drop["organ"]["pairs"] == 0
+    assert drop["organ"]["drop"] is None
 
 
 def test_shortcut_counts_right_diagnoses_behind_wrong_lesions() -> None:
@@ -334,7 +335,8 @@ def test_report_keywords_replace_raw_text_bleu_and_rows_without_them_drop() -> N
     assert section["keywords"] == "extracted"
     assert (section["n"], section["scored"], section["dropped"]) == (2, 1, 1)
     assert section["bleu"] == sentence_bleu("mass, edema", "mass, edema, opacity")
-    assert section["bert_f1"] == 0.9 and section["groups"]["CT"]["bert_f1"] == 0.9
+    assert section["bert_f1"] == 0.9
+    assert section["groups"]["CT"]["bert_f1"] == 0.9
     assert section["note"] is None
 
 

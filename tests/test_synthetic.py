@@ -22,7 +22,8 @@ def test_full_split_adds_up_and_every_row_reads_back(tmp_path: Path) -> None:
         for stem in present_files(tmp_path)
         for _ in iter_samples(tmp_path, stem, on_error=errors.append)
     )
-    assert seen == 7789 and not errors
+    assert seen == 7789
+    assert not errors
     assert "not DrVD-Bench data" in (tmp_path / NOTICE).read_text()
 
 
