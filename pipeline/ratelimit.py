@@ -11,6 +11,7 @@ A 429 pauses the whole throttle, not just the task that saw it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -22,30 +23,46 @@ def _bucket(per_minute: float, capacity: float) -> AsyncLimiter:
 class Throttle:
     """Per-attempt pacing: wait out any pause, then take one request and `tokens` tokens."""
 
-    def __init__(self, *, rpm: float | None = None, tpm: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Pace at `rpm` requests and `tpm` tokens per minute (None: unpaced).
+
+        Args:
+            rpm: requests per minute, counted per attempt.
+            tpm: estimated tokens per minute.
+            clock: seconds, monotonic; default the running loop's clock. Tests inject a fake
+                clock and `sleep` together.
+            sleep: how to wait.
+        """
         # Built inside the running loop: aiolimiter binds to the loop that first uses it.
         self._interval = 60.0 / rpm if rpm else 0.0
-        self._next_slot = 0.0  # loop time of the next free request slot
+        self._next_slot = 0.0  # clock time of the next free request slot
         self._tpm = _bucket(tpm, max(1.0, tpm / 60)) if tpm else None
         self._paused_until = 0.0
+        self._clock = clock or (lambda: asyncio.get_running_loop().time())
+        self._sleep = sleep
 
     def pause(self, seconds: float) -> None:
         """Hold every later acquire for `seconds` from now (a 429 told us to back off)."""
-        now = asyncio.get_running_loop().time()
-        self._paused_until = max(self._paused_until, now + seconds)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a request of `tokens` estimated tokens may be sent."""
-        loop = asyncio.get_running_loop()
         # A loop, not an Event: another 429 may extend the pause while we sleep.
-        while (delay := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(delay)
+        while (delay := self._paused_until - self._clock()) > 0:
+            await self._sleep(delay)
         if self._interval:
-            now = loop.time()
+            now = self._clock()
             slot = max(self._next_slot, now)  # an idle gap is not banked as a burst
             self._next_slot = slot + self._interval
             if slot > now:
-                await asyncio.sleep(slot - now)
+                await self._sleep(slot - now)
         if self._tpm is not None:
             # A request may need more tokens than the bucket holds: take them in bucket-sized
             # bites, so the long-run rate still honours TPM.

@@ -36,7 +36,8 @@ _ACCOUNT = (
     "freeallocatedquotaexceeded",
     "allocationquotafreetieronly",
 )
-# Configuration mistakes that every later row would repeat (PROVIDERS §2, §5: stop run, fix the config).
+# Configuration mistakes that every later row would repeat: stop the run, fix the config
+# (PROVIDERS §2, §3, §5).
 _CONFIG = (
     "unknownvariantimageurl",  # DeepSeek text-only model sent an image
     "enablethinkingmustbesettofalse",  # DashScope thinking in a non-streaming call

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +23,55 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("DRVD_") or name in _KEY_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("DRVD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+class VirtualClock:
+    """Virtual seconds for pacing tests: sleepers wake in time order, with no real waiting.
+
+    A sleep registers its wake-up time; once the tasks that are ready have run, the clock jumps
+    to the earliest wake-up and wakes that sleeper, and so on. Real work between sleeps takes no
+    virtual time, so times are exact.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._advancing = False  # an _advance is queued
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._queue, (self.now + max(seconds, 0.0), next(self._order), wake))
+        self._schedule()
+        await wake
+
+    def _schedule(self) -> None:
+        if not self._advancing:  # one at a time, after the tasks already ready have run
+            self._advancing = True
+            asyncio.get_running_loop().call_soon(self._advance)
+
+    def _advance(self) -> None:
+        self._advancing = False
+        if not self._queue:
+            return
+        when, _, wake = heapq.heappop(self._queue)
+        self.now = max(self.now, when)
+        if not wake.done():
+            wake.set_result(None)  # the sleeper runs before the next advance
+        if self._queue:
+            self._schedule()
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """A virtual clock: pass `clock` and `clock.sleep` where a test would otherwise wait."""
+    return VirtualClock()
 
 
 @pytest.fixture

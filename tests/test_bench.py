@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-import time
 from pathlib import Path
 
 from bench.data import subset
@@ -46,10 +46,8 @@ def test_reap_reports_the_childs_own_cpu_and_rss() -> None:
 
 def test_stop_all_ends_children_still_running() -> None:
     proc = spawn([sys.executable, "-c", "import time; time.sleep(60)"])
-    t0 = time.monotonic()
     stop_all(grace=2.0)
-    assert proc.poll() is not None
-    assert time.monotonic() - t0 < 2.5
+    assert proc.returncode == -signal.SIGTERM  # ended by the polite signal, not left running
 
 
 def test_report_names_the_command_and_marks_missed_targets() -> None:

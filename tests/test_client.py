@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -147,10 +146,8 @@ async def test_429_carries_retry_after_and_request_id_from_the_answer(session, f
 async def test_hang_hits_the_per_attempt_timeout(session, fake_server):
     fake_server.config.script = ["hang"]
     client = _client(session, fake_server, timeout=0.2)
-    start = time.monotonic()
-    with pytest.raises(RetryableError, match=r"0\.2 s"):
+    with pytest.raises(RetryableError, match=r"no complete answer within 0\.2 s"):
         await client.complete(_request(), IMAGE)
-    assert time.monotonic() - start < 2
     # the next attempt on the same session gets its own fresh deadline and succeeds
     assert (await client.complete(_request(), IMAGE)).text
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakeserver import FakeServer
+from conftest import VirtualClock
+from fakeserver import FakeServer, LedgerEntry
+from PIL import Image
 
 from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
@@ -20,7 +23,7 @@ from pipeline.images import ImageCache
 from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Throttle
-from pipeline.records import FILES, Completion, Sample, Usage
+from pipeline.records import FILES, Completion, Outcome, Sample, Usage
 from pipeline.synthetic import write_dataset
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -138,19 +141,25 @@ async def api_model(
     api_key: str = "",
     sleep: Sleep = no_sleep,
     use_cache: bool = True,
+    throttle: Throttle | None = None,
     **flags: Any,
 ) -> AsyncIterator[APIModel]:
     """Yield an APIModel on the fake server; its connection pool never limits concurrency."""
     base = {"model": "openai:test-model", "data": tmp_path / "data", "base_url": server.url}
-    cfg = load_config({**base, **flags}, {"DRVD_CACHE_DIR": str(tmp_path / "cache")})
+    env = {"DRVD_CACHE_DIR": str(tmp_path / "cache"), "DRVD_API_KEY": api_key}
+    cfg = load_config({**base, **flags}, env)
     async with make_session(64) as session:
         client = OpenAIClient(
-            session, base_url=server.url, model=cfg.spec.model, api_key=api_key, provider="generic"
+            session,
+            base_url=server.url,
+            model=cfg.spec.model,
+            api_key=cfg.api_key or "",
+            provider="generic",
         )
         yield APIModel(
             cfg,
             client,
-            throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
+            throttle=throttle or Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
             cache=ResponseCache(cfg.cache_dir) if use_cache else None,
             images=ImageCache(cfg.cache_dir),
             sleep=sleep,
@@ -250,6 +259,7 @@ async def test_cache_key_ignores_key_timeout_retries_and_concurrency(
 
     async def key_of(**kw: Any) -> str:
         async with api_model(fake_server, tmp_path, **kw) as model:
+            assert model.cfg.api_key == (kw.get("api_key") or None)  # the key is in the config
             return model.cache_key(request, "digest")
 
     base = await key_of()
@@ -300,31 +310,80 @@ async def test_fatal_error_propagates_and_stops_every_other_row(
     assert cached_entries(tmp_path) == 0
 
 
-async def test_rate_limit_pauses_every_worker(fake_server: FakeServer, tmp_path: Path) -> None:
+async def rate_limited_pair(
+    server: FakeServer, tmp_path: Path, clock: VirtualClock
+) -> tuple[list[Outcome], list[LedgerEntry]]:
+    """Row A meets one 429; row B starts while A backs off. Both run on the virtual clock.
+
+    A's backoff ends only once B has been sent, so B's send time shows the pause B obeyed.
+    """
     first, second = load_samples(tmp_path)[:2]
-    fake_server.config.script = ["429"]
-    fake_server.config.retry_after = 0.2
-    waits: list[float] = []
+    server.config.clock = clock  # the ledger's times are virtual too
 
-    async def record(seconds: float) -> None:
-        waits.append(seconds)  # returns at once: only the throttle pause can hold anyone
+    async def backoff(seconds: float) -> None:
+        start = clock.now
+        clock.sleeps.append(seconds)
+        await wait_for_requests(server, 2)  # row B went out meanwhile
+        clock.now = max(clock.now, start + seconds)
 
-    async with api_model(fake_server, tmp_path, sleep=record, concurrency=4) as model:
+    throttle = Throttle(clock=clock, sleep=clock.sleep)
+    async with api_model(
+        server, tmp_path, sleep=backoff, throttle=throttle, concurrency=4
+    ) as model:
         a = asyncio.create_task(model.respond(first, build_request(first)))
-        await wait_for_requests(fake_server, 1)  # row A has seen its 429
+        await wait_for_requests(server, 1)  # row A has seen its 429
         b = asyncio.create_task(model.respond(second, build_request(second)))
-        outcome_a, outcome_b = await asyncio.wait_for(asyncio.gather(a, b), 5)
-    assert outcome_a.completion is not None
-    assert outcome_b.completion is not None
-    assert len(waits) == 1
-    assert waits[0] >= 0.2
-    assert (outcome_a.usage.api_calls, outcome_a.usage.retries) == (2, 1)
-    assert (outcome_b.usage.api_calls, outcome_b.usage.retries) == (1, 0)
-    limited, *later = fake_server.ledger.entries
+        outcomes = await asyncio.wait_for(asyncio.gather(a, b), 5)
+    return outcomes, server.ledger.entries
+
+
+async def test_retry_after_pauses_every_worker(
+    fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
+) -> None:
+    fake_server.config.script = ["429"]
+    fake_server.config.retry_after = 2.0
+    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    assert a.completion is not None
+    assert b.completion is not None
+    assert (a.usage.api_calls, a.usage.retries) == (2, 1)
+    assert (b.usage.api_calls, b.usage.retries) == (1, 0)
     assert limited.outcome == "429"
     assert len(later) == 2
-    # Neither the retry nor the other row was sent before the server's Retry-After ended.
-    assert all(e.received >= limited.received + 0.2 - 0.01 for e in later)
+    assert clock.sleeps[0] >= 2.0  # A's own backoff honours Retry-After
+    # Row B, started during A's backoff, was not sent before the server's Retry-After passed.
+    b_sent, a_retried = later
+    assert b_sent.received >= limited.received + 2.0
+    assert a_retried.received >= limited.received + 2.0
+
+
+async def test_429_without_retry_after_pauses_for_the_backoff(
+    fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
+) -> None:
+    fake_server.config.script = ["429_bare"]
+    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    assert a.completion is not None
+    assert b.completion is not None
+    backoff = clock.sleeps[0]  # A's jittered backoff: at most 1 s before the first retry
+    assert 0 < backoff <= 1.0
+    # Row B waited out the same pause: the backoff A drew, not a made-up Retry-After.
+    b_sent, _ = later
+    assert b_sent.received == pytest.approx(limited.received + backoff)
+
+
+async def test_two_images_with_the_same_question_are_two_requests(
+    fake_server: FakeServer, tmp_path: Path
+) -> None:
+    s = load_samples(tmp_path)[0]
+    other = tmp_path / "other.png"
+    other.write_bytes(s.image.read_bytes())
+    same_bytes = replace(s, image=other)  # another path, the same bytes: the same request
+    with Image.open(s.image) as img:
+        Image.new(img.mode, img.size).save(tmp_path / "black.png")
+    different = replace(s, image=tmp_path / "black.png")  # the same text, another image
+    async with api_model(fake_server, tmp_path) as model:
+        outcomes = [await model.respond(x, build_request(x)) for x in (s, same_bytes, different)]
+    assert [o.usage.cache_hits for o in outcomes] == [0, 1, 0]
+    assert fake_server.ledger.count() == 2
 
 
 async def test_server_error_backs_off_only_its_own_row(

@@ -1,28 +1,41 @@
-"""Throttle: even request pacing, shared pauses, token pacing. Only lower bounds on time."""
+"""Throttle: even request pacing, shared pauses, token pacing.
+
+Pacing and pauses run on the virtual clock (exact times, no waiting); the token bucket is
+aiolimiter's, which keeps the loop's own clock, so that test holds lower bounds on real time.
+"""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
+from conftest import VirtualClock
 
 from pipeline.ratelimit import Throttle
 
 SLACK = 0.005  # timer granularity; the loop may wake a hair early
 
 
-async def stamped(throttle: Throttle, tokens: int = 0) -> float:
-    await throttle.acquire(tokens)
-    return asyncio.get_running_loop().time()
+async def stamped(throttle: Throttle, clock: VirtualClock | None = None) -> float:
+    await throttle.acquire()
+    return clock() if clock is not None else asyncio.get_running_loop().time()
 
 
-async def test_rpm_paces_requests_evenly() -> None:
-    throttle = Throttle(rpm=6000)  # 100 per second: one every 10 ms
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    times = sorted(await asyncio.gather(*(stamped(throttle) for _ in range(21))))
-    assert times[-1] - start >= 0.2 - SLACK
-    # Evenly, never a burst: the i-th request leaves no sooner than i intervals after the first.
-    for i, t in enumerate(times):
-        assert t - times[0] >= i * 0.01 - SLACK, i
+async def test_rpm_paces_requests_evenly(clock: VirtualClock) -> None:
+    throttle = Throttle(rpm=6000, clock=clock, sleep=clock.sleep)  # one every 10 ms
+    start = clock()
+    times = sorted(await asyncio.gather(*(stamped(throttle, clock) for _ in range(21))))
+    # Evenly, never a burst: the i-th request leaves exactly i intervals after the first.
+    assert times == pytest.approx([start + i * 0.01 for i in range(21)])
+
+
+async def test_an_idle_gap_is_not_banked_as_a_burst(clock: VirtualClock) -> None:
+    throttle = Throttle(rpm=60, clock=clock, sleep=clock.sleep)  # one a second
+    await throttle.acquire()
+    clock.now += 10  # idle for ten intervals
+    start = clock()
+    times = [await stamped(throttle, clock) for _ in range(3)]
+    assert times == pytest.approx([start, start + 1, start + 2])
 
 
 async def test_no_limits_means_no_waiting_on_tokens() -> None:
@@ -31,13 +44,12 @@ async def test_no_limits_means_no_waiting_on_tokens() -> None:
         await throttle.acquire(10**9)  # would take forever if anything were paced
 
 
-async def test_pause_holds_every_acquirer_until_it_ends() -> None:
-    throttle = Throttle()
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    throttle.pause(0.15)
-    times = await asyncio.gather(*(stamped(throttle) for _ in range(5)))
-    assert min(times) >= start + 0.15 - SLACK
+async def test_pause_holds_every_acquirer_until_it_ends(clock: VirtualClock) -> None:
+    throttle = Throttle(clock=clock, sleep=clock.sleep)
+    start = clock()
+    throttle.pause(2.0)
+    times = await asyncio.gather(*(stamped(throttle, clock) for _ in range(5)))
+    assert times == pytest.approx([start + 2.0] * 5)
 
 
 async def test_a_later_pause_extends_the_wait_of_those_already_waiting() -> None:

@@ -15,6 +15,7 @@ from fakeserver import FakeConfig, running
 from pipeline.config import load_config
 from pipeline.records import FILES
 from pipeline.runner import EXIT_FAILED_ROWS, EXIT_FATAL, EXIT_OK, run_eval
+from pipeline.summary import score_run
 from pipeline.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,6 +268,10 @@ async def test_ctrl_c_stops_cleanly_with_partial_summary(tmp_path: Path) -> None
     assert b"rerun the same command to resume" in stderr
     summary = orjson.loads((tmp_path / "out" / "r" / "summary.json").read_bytes())
     assert 20 <= summary["files"]["visual_evidence_qa"]["n"] < 300
+    # The partial summary knows every call the recorded rows made, as a rebuild from the rows.
+    assert summary["usage"] == score_run(tmp_path / "out" / "r")["usage"]
+    assert summary["usage"]["api_calls"] >= 20
+    assert summary["run"]["stopped"].startswith("interrupted")
 
 
 async def test_identical_rows_in_flight_together_are_paid_once(tmp_path: Path) -> None:
@@ -282,3 +287,79 @@ async def test_identical_rows_in_flight_together_are_paid_once(tmp_path: Path) -
     assert len({r["_meta"]["key"] for r in rows}) == 12  # each occurrence counts once
     assert result.summary["files"]["visual_evidence_qa"]["n"] == 12
     assert result.summary["usage"]["cache_hits"] == 11
+
+
+async def test_resume_sends_only_unfinished_rows_even_without_the_cache(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=40)
+    async with running() as server:
+        cfg = config(data, tmp_path / "out", server.url, no_cache=True)
+        first = await run_eval(cfg, show_progress=False)
+        assert server.ledger.count() == 40
+        # A crash after 5 joint rows were written: only the rest is sent again.
+        joint = tmp_path / "out" / "r" / "joint_qa.jsonl"
+        lines = joint.read_bytes().splitlines(keepends=True)
+        joint.write_bytes(b"".join(lines[:5]))
+        second = await run_eval(cfg, show_progress=False)
+        assert server.ledger.count() == 40 + len(lines) - 5
+        third = await run_eval(cfg, show_progress=False)  # nothing left to do
+        assert server.ledger.count() == 40 + len(lines) - 5
+    assert first.exit_code == second.exit_code == third.exit_code == EXIT_OK
+    assert third.summary["files"] == first.summary["files"]
+    assert_complete_and_ordered(data, tmp_path / "out")
+
+
+async def test_summary_rebuilt_from_the_results_equals_the_live_one(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=60)
+    fake = FakeConfig(script=["500", "ok", "503"], content_faults={"(item 3)": "400_inspection"})
+    async with running(fake) as server:
+        cfg = config(data, tmp_path / "out", server.url, concurrency=4)
+        live = await run_eval(cfg, show_progress=False, sleep=no_sleep)
+    # What `drvd score` does: the run section and model name kept, everything else from rows.
+    rebuilt = score_run(
+        cfg.run_dir, model=live.summary["model"], extra={"run": live.summary["run"]}
+    )
+    assert rebuilt == live.summary
+    usage = live.summary["usage"]
+    assert usage["api_calls"] == server.ledger.count()  # every call sent, retries included
+    assert (usage["retries"], usage["failed_rows"]) == (2, 1)
+
+
+async def test_concurrency_cap_holds_for_a_full_run(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=80)
+    fake = FakeConfig(latency=0.03, fault_rate=0.1, fault_kinds=("500", "429"), retry_after=0.0)
+    async with running(fake) as server:
+        cfg = config(data, tmp_path / "out", server.url, concurrency=4)
+        result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
+    assert result.exit_code == EXIT_OK
+    # The cap is reached (the run was not starved) and never passed, retries included.
+    assert server.ledger.max_in_flight == 4
+
+
+async def test_a_successful_keyed_run_writes_the_key_nowhere(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=40)
+    secret = "sk-live-SECRET-0123456789abcdef"
+    env = {
+        **os.environ,
+        "DRVD_CACHE_DIR": str(tmp_path / "cache"),
+        "DRVD_API_KEY": secret,
+        "DRVD_JUDGE_API_KEY": secret,
+        "PYTHONPATH": str(REPO),
+    }
+    # Unreadable replies, so the judge is called with the key too.
+    fake = FakeConfig(expected_key=secret, answer_fn=lambda p: "I would say the second one.")
+    async with running(fake) as server:
+        args = ["eval", "--model", "openai:m", "--base-url", server.url, "--data", str(data)]
+        args += ["--out", str(tmp_path / "out"), "--run-name", "r", "--no-bertscore"]
+        args += ["--judge", "openai:j", "--judge-base-url", server.url]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", *args, env=env, cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == EXIT_OK, stderr.decode()
+    assert server.ledger.count("401") == 0  # the key was sent, and it was right
+    assert {e.model for e in server.ledger.entries} == {"m", "j"}
+    written = [p for d in ("out", "cache") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert len(written) > 40
+    for blob in [stdout, stderr, *(p.read_bytes() for p in written)]:
+        assert secret.encode() not in blob
