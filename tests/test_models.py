@@ -312,7 +312,7 @@ async def test_fatal_error_propagates_and_stops_every_other_row(
 
 async def rate_limited_pair(
     server: FakeServer, tmp_path: Path, clock: VirtualClock
-) -> tuple[list[Outcome], list[LedgerEntry]]:
+) -> tuple[tuple[Outcome, Outcome], list[LedgerEntry]]:
     """Row A meets one 429; row B starts while A backs off. Both run on the virtual clock.
 
     A's backoff ends only once B has been sent, so B's send time shows the pause B obeyed.
