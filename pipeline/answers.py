@@ -1,16 +1,26 @@
-"""Turn a model's outcome for one row into its results row: the answer read from the reply.
+"""Turn a model's outcome for one row into its results row: what became of the reply.
 
-    MCQ     the offered letter the reply chooses (`extract.extract_choice`), else "none"
-    joint   the four letters "B,D,A,C" (`extract.extract_chain`), else "none"
-    report  the reply, stripped
-An unreadable reply keeps the official behaviour: `model_response` is the stripped reply, scored
-as given (wrong, unless it is exactly the letter). `raw_response` always keeps the reply.
+The client has already split the reply into the visible answer and the model's thoughts; only
+the answer is read. Each reply gets one fate (`answer_source`), counted per file in the summary:
+
+    extracted  the reader found the answer: "C", "B,D,A,C"         (scored)
+    text       a report                                             (scored)
+    none       unreadable: kept as the stripped reply, scored as given (wrong, as official);
+               the judge, when there is one, may still map it
+    refused    a refusal, or the provider's content filter           (scored as given: wrong)
+    truncated  cut at the token limit before any answer              → a failed row
+    empty      no answer at all                                      → a failed row
+
+A failed row counts wrong in the official denominators, makes the exit status 1 and is sent
+again on the next run (such replies are never cached); its error names the flag that helps.
 """
 
 from __future__ import annotations
 
-from pipeline.extract import extract_chain, extract_choice
-from pipeline.records import AnswerSource, Outcome, ResultRow, Sample
+from dataclasses import replace
+
+from pipeline.extract import extract_chain, extract_choice, is_refusal
+from pipeline.records import AnswerSource, ChatRequest, Completion, Outcome, ResultRow, Sample
 
 
 def unanswered(sample: Sample, message: str) -> ResultRow:
@@ -18,35 +28,66 @@ def unanswered(sample: Sample, message: str) -> ResultRow:
     return ResultRow(sample.row, sample.key, sample.kind, sample.line, error=message)
 
 
-def result_row(sample: Sample, outcome: Outcome) -> ResultRow:
+def result_row(sample: Sample, request: ChatRequest, outcome: Outcome) -> ResultRow:
     """Build one results row from what the model answered (or the error it ended with)."""
-    completion = outcome.completion
     row = ResultRow(sample.row, sample.key, sample.kind, sample.line, usage=outcome.usage)
+    completion = outcome.completion
     if completion is None:
         error = outcome.error
         if error is None:
             return row.failed("no answer")
         return row.failed(str(error), status=error.status, code=error.code)
-    raw = completion.text
-    answer: str | None = None
-    source: AnswerSource = "none"
-    if sample.kind == "report":
-        answer, source = raw.strip(), "text"
-    else:
-        if sample.kind == "joint":
-            answer = extract_chain(raw)
-        else:
-            answer = extract_choice(raw, sample.row["options"])
-        source = "extracted" if answer is not None else "none"
-    return ResultRow(
-        sample.row,
-        sample.key,
-        sample.kind,
-        sample.line,
-        model_response=answer if answer is not None else raw.strip(),
-        raw_response=raw,
-        answer_source=source,
+    row = replace(
+        row,
+        raw_response=completion.text,
+        reasoning_response=completion.reasoning,
+        finish_reason=completion.finish_reason,
         model=completion.model,
         request_id=completion.request_id,
-        usage=outcome.usage,
+    )
+    fate, answer = read_reply(sample, completion)
+    if fate in ("truncated", "empty"):
+        return replace(row, answer_source=fate).failed(_why(fate, completion, request))
+    stripped = completion.text.strip()
+    return replace(row, answer_source=fate, model_response=answer or stripped)
+
+
+def read_reply(sample: Sample, completion: Completion) -> tuple[AnswerSource, str | None]:
+    """Return the reply's fate and, when it was read, the answer in the official format."""
+    text = completion.text
+    if sample.kind == "report":
+        if text.strip() and not is_refusal(text):
+            return "text", text.strip()
+    else:
+        if sample.kind == "joint":
+            answer = extract_chain(text)
+        else:
+            answer = extract_choice(text, sample.row["options"])
+        if answer is not None:
+            return "extracted", answer
+    if completion.finish_reason == "content_filter" or (text.strip() and is_refusal(text)):
+        return "refused", None
+    if completion.finish_reason == "length":
+        return "truncated", None
+    if not text.strip():
+        return "empty", None
+    return "none", None
+
+
+def _why(fate: AnswerSource, completion: Completion, request: ChatRequest) -> str:
+    """Say what happened to a reply that gave no answer, and which flag helps."""
+    thought = (
+        " (the model spent it thinking)"
+        if completion.reasoning_tokens or completion.reasoning
+        else ""
+    )
+    if fate == "truncated":
+        limit = f"max_tokens={request.max_tokens}" if request.max_tokens else "the model's limit"
+        return (
+            f"reply cut at the token limit ({limit}) before an answer{thought}; "
+            "raise it with --max-tokens (e.g. --max-tokens 2048), or try --thinking off"
+        )
+    return (
+        f"empty reply (finish_reason {completion.finish_reason!r}){thought}; rerun to retry, and "
+        "for a reasoning model raise --max-tokens or pass --thinking off"
     )

@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.cache import ResponseCache
-from pipeline.config import DEFAULT_OUT, KNOBS, cache_dir, load_config, malloc_arenas_set
+from pipeline.config import (
+    DEFAULT_OUT,
+    KNOBS,
+    cache_dir,
+    load_config,
+    malloc_arenas_set,
+    user_models,
+)
 from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
@@ -72,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
     ev.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
     ev.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    ev.add_argument(
+        "--max-tokens",
+        type=int,
+        help="max_tokens of every request, replacing the protocol's 50/100: reasoning models "
+        "think inside it (DRVD_MAX_TOKENS; recorded as a deviation)",
+    )
+    ev.add_argument(
+        "--thinking",
+        choices=("on", "off"),
+        help="turn the model's thinking on or off (DRVD_THINKING; recorded as a deviation)",
+    )
+    ev.add_argument(
+        "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
+    )
     ev.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
     ev.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     ev.add_argument("--seed", type=int, help="seed of the random baseline (default 0)")
@@ -119,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("action", choices=("stats", "clear"))
     ca.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
 
-    sub.add_parser("models", help="list model aliases")
+    mo = sub.add_parser("models", help="list model aliases and where each comes from")
+    mo.add_argument(
+        "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
+    )
     return parser
 
 
@@ -204,16 +229,26 @@ def _cache(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _models(console: Console) -> int:
-    console.print(f"{'alias':<10} {'model':<25} {'key':<18} {'C':>3} {'rpm':>5}  endpoint")
-    for spec in MODELS.values():
-        rpm = f"{spec.rpm:g}" if spec.rpm else "-"
-        console.print(
-            f"{spec.alias:<10} {spec.model:<25} {spec.key_env or '-':<18} {spec.concurrency:>3} "
-            f"{rpm:>5}  {spec.base_url or 'offline'}",
-            highlight=False,
-            soft_wrap=True,
+def _models(args: argparse.Namespace, console: Console) -> int:
+    rows = [("alias", "model", "key", "C", "rpm", "max_tokens", "thinking", "endpoint", "from")]
+    for spec in {**MODELS, **user_models(args.models_file)}.values():
+        rows.append(
+            (
+                spec.alias,
+                spec.model,
+                spec.key_env or "-",
+                str(spec.concurrency),
+                f"{spec.rpm:g}" if spec.rpm else "-",
+                str(spec.max_tokens or "-"),
+                {None: "-", True: "on", False: "off"}[spec.thinking],
+                spec.base_url or "offline",
+                spec.source,
+            )
         )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        console.print(escape(line.rstrip()), highlight=False, soft_wrap=True)
     console.print("openai:<id> any OpenAI-compatible server, with --base-url (key: DRVD_API_KEY)")
     return 0
 
@@ -229,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _score(args, console)
         if args.command == "cache":
             return _cache(args, console)
-        return _models(console)
+        return _models(args, console)
     except FatalAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL

@@ -19,6 +19,7 @@ from pipeline.registry import DEFAULT_TIMEOUT
 from pipeline.retry import classify, classify_transport
 
 _KEEPALIVE = 30.0
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 
 class ChatClient(Protocol):
@@ -34,6 +35,7 @@ def build_payload(
     request: ChatRequest,
     image_url: str | None,
     extra_body: Mapping[str, Any] | None = None,
+    token_param: str = "max_tokens",
 ) -> dict[str, Any]:
     """Return the OpenAI chat-completions body: system, then user text before the image.
 
@@ -56,7 +58,7 @@ def build_payload(
     if request.temperature is not None:
         payload["temperature"] = request.temperature
     if request.max_tokens is not None:
-        payload["max_tokens"] = request.max_tokens
+        payload[token_param] = request.max_tokens  # o-series and GPT-5: max_completion_tokens
     if extra_body:
         payload.update(extra_body)
     return payload
@@ -84,8 +86,10 @@ class OpenAIClient:
         provider: str = "openai",
         timeout: float = DEFAULT_TIMEOUT,
         extra_body: Mapping[str, Any] | None = None,
+        token_param: str = "max_tokens",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token_param = token_param
         self.model = model
         self.provider = provider
         self.timeout = timeout
@@ -106,7 +110,8 @@ class OpenAIClient:
 
     async def complete(self, request: ChatRequest, image_url: str | None) -> Completion:
         """POST one chat completion; return the reply or raise an `APIError` subclass."""
-        data = orjson.dumps(build_payload(self.model, request, image_url, self._extra_body))
+        body = build_payload(self.model, request, image_url, self._extra_body, self.token_param)
+        data = orjson.dumps(body)
         where = f"{self.provider} {self._url}"
         try:
             async with self._session.post(
@@ -151,9 +156,12 @@ class OpenAIClient:
             msg = f"{where}: HTTP {status} body is not a JSON object."
             raise RetryableError(msg, status=status, request_id=request_id)
         request_id = request_id or _opt_str(body.get("id"))
-        if "error" in body and not body.get("choices"):
-            # Some gateways wrap a provider error in a 200; classify it like any other error.
-            raise classify(self.provider, status, body, headers)
+        if ("error" in body or body.get("object") == "error") and not body.get("choices"):
+            # Some gateways wrap a provider error in a 200 (vLLM: the fields at the top level,
+            # with the real status as `code`); classify it like any other error.
+            code = body.get("code")
+            real = code if isinstance(code, int) and 400 <= code < 600 else status
+            raise classify(self.provider, real, body, headers)
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             msg = f"{where}: HTTP {status} answer has no choices."
@@ -161,22 +169,63 @@ class OpenAIClient:
         usage = body.get("usage")
         if not isinstance(usage, dict):
             usage = {}
+        details = usage.get("completion_tokens_details")
+        message = choices[0].get("message")
+        answer, reasoning = read_message(message if isinstance(message, dict) else {})
         return Completion(
-            text=_content(choices[0]),
+            text=answer,
             model=_opt_str(body.get("model")),
             request_id=request_id,
             prompt_tokens=_int(usage.get("prompt_tokens")),
             completion_tokens=_int(usage.get("completion_tokens")),
+            reasoning=reasoning,
+            finish_reason=_opt_str(choices[0].get("finish_reason")),
+            reasoning_tokens=_int(
+                details.get("reasoning_tokens") if isinstance(details, dict) else 0
+            ),
         )
 
 
-def _content(choice: Mapping[str, Any]) -> str:
-    """Return the message text; None (refusal, tool call) becomes ""."""
-    message = choice.get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, list):  # some servers return content parts even for text
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
+def read_message(message: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Split an assistant message into (visible answer, thoughts or None).
+
+    The answer is `content` (a string, a list of text parts, or null → ""). Thoughts come from
+    `reasoning_content` (DeepSeek, DashScope, vLLM's reasoning parsers), `reasoning` (OpenRouter)
+    or a `<think>…</think>` block opening the content; a block the token limit cut before its
+    end holds the whole content, so the answer is "". An answer is never read from thoughts.
+    """
+    content = message.get("content")
+    if isinstance(content, list):  # content parts, even for plain text
+        text = "".join(
+            str(p.get("text") or "")
+            for p in content
+            if isinstance(p, dict) and p.get("type", "text") in ("text", "output_text")
+        )
+    else:
+        text = content if isinstance(content, str) else ""
+    thoughts = [
+        value
+        for name in ("reasoning_content", "reasoning")
+        if isinstance(value := message.get(name), str) and value.strip()
+    ]
+    answer, inline = _split_think(text)
+    if inline is not None:
+        thoughts.append(inline)
+    return answer, "\n\n".join(thoughts) if thoughts else None
+
+
+def _split_think(text: str) -> tuple[str, str | None]:
+    """Return (answer, inline thoughts) for content that may open with a think block."""
+    head = text.lstrip()
+    if head.startswith(_THINK_OPEN):
+        inner = head[len(_THINK_OPEN) :]
+        thoughts, closed, rest = inner.partition(_THINK_CLOSE)
+        return (rest.strip(), thoughts.strip()) if closed else ("", inner.strip())
+    # Chat templates that open the block themselves leave only its end in the reply.
+    thoughts, closed, rest = text.partition(_THINK_CLOSE)
+    if closed and _THINK_OPEN not in thoughts:
+        return rest.strip(), thoughts.strip()
+    return text, None
 
 
 def _opt_str(value: Any) -> str | None:

@@ -19,7 +19,13 @@ from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.metrics import BERT_LAYERS, BERT_MODEL
 from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
 from pipeline.records import FILES
-from pipeline.registry import DEFAULT_TIMEOUT, ModelSpec, resolve_model
+from pipeline.registry import (
+    DEFAULT_TIMEOUT,
+    ModelSpec,
+    load_models_file,
+    resolve_model,
+    thinking_body,
+)
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_CACHE_DIR = Path("cache")
@@ -56,6 +62,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _on_off(text: str) -> bool:
+    if text.strip().lower() not in ("on", "off"):
+        msg = "must be on or off"
+        raise ValueError(msg)
+    return text.strip().lower() == "on"
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -78,6 +91,21 @@ KNOBS = (
         "seconds per attempt",
         shown="120; deepseek 1800",
     ),
+    Knob(
+        "max_tokens",
+        "DRVD_MAX_TOKENS",
+        _positive_int,
+        "max_tokens of every request, replacing the protocol's (a deviation, for reasoning models)",
+        shown="the protocol's: 50 independent, 100 joint, unset otherwise",
+    ),
+    Knob(
+        "thinking",
+        "DRVD_THINKING",
+        _on_off,
+        "turn the model's thinking on or off (a deviation)",
+        shown="the provider's default",
+    ),
+    Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
     Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
     Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> or to override one"),
@@ -142,6 +170,16 @@ class EvalConfig:
         """Return the folder that holds this run's results and summary."""
         return self.out / self.run_name
 
+    @property
+    def deviations(self) -> dict[str, Any]:
+        """Return the settings that depart from the official protocol (the summary records them)."""
+        out: dict[str, Any] = {}
+        if self.spec.max_tokens is not None:
+            out["max_tokens"] = self.spec.max_tokens
+        if self.spec.thinking is not None:
+            out["thinking"] = "on" if self.spec.thinking else "off"
+        return out
+
     def judge_config(self) -> EvalConfig | None:
         """Return the settings judge calls run with: the judge's endpoint, key and pace."""
         if self.judge is None:
@@ -200,13 +238,16 @@ def api_key_for(spec: ModelSpec, env: Mapping[str, str]) -> str | None:
 
 
 def judge_for(
-    name: str | None, base_url: str | None, env: Mapping[str, str]
+    name: str | None,
+    base_url: str | None,
+    env: Mapping[str, str],
+    extra: dict[str, ModelSpec] | None = None,
 ) -> tuple[ModelSpec | None, str | None]:
     """Return the judge's spec and key; by default DeepSeek when its key is set, else none."""
     name = name or ("deepseek" if env.get("DEEPSEEK_API_KEY") else "none")
     if name == "none":
         return None, None
-    spec = resolve_model(name, base_url=base_url)
+    spec = resolve_model(name, base_url=base_url, extra=extra)
     if not spec.remote:
         msg = f"--judge {name!r}: the judge must be an API model (an alias, openai:<id>, or none)"
         raise ConfigError(msg)
@@ -233,14 +274,20 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     """Build the run configuration from parsed flags and the environment."""
     env = os.environ if env is None else env
     values = {k.name: _knob_value(k, flags, env) for k in KNOBS}
-    spec = resolve_model(flags["model"], base_url=values["base_url"])
+    extra = load_models_file(values["models_file"]) if values["models_file"] else None
+    spec = resolve_model(flags["model"], base_url=values["base_url"], extra=extra)
+    if values["max_tokens"] is not None:
+        spec = replace(spec, max_tokens=values["max_tokens"])
+    if values["thinking"] is not None:
+        spec = replace(spec, thinking=values["thinking"])
+    thinking_body(spec)  # a setting the provider cannot take stops here, before any work
     if values["data"] is None:
         msg = "no dataset: pass --data DIR or set DRVD_DATA"
         raise ConfigError(msg)
     if values["keyword_prompt"] not in PROMPTS:
         msg = f"--keyword-prompt {values['keyword_prompt']!r}: choose from {', '.join(PROMPTS)}"
         raise ConfigError(msg)
-    judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env)
+    judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env, extra)
     bert_model, bert_layers = _bert(flags, values)
     protocol = flags.get("protocol") or DEFAULT_PROTOCOL
     if protocol not in PROTOCOLS:
@@ -293,3 +340,12 @@ def child_env(**overrides: str) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRVD_")}
     return {**env, **overrides}
+
+
+def user_models(
+    flag: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, ModelSpec]:
+    """Return the aliases of `--models-file`, else DRVD_MODELS_FILE ({} when neither is set)."""
+    knob = next(k for k in KNOBS if k.name == "models_file")
+    path = _knob_value(knob, {"models_file": flag}, os.environ if env is None else env)
+    return load_models_file(path) if path else {}

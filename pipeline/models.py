@@ -166,13 +166,14 @@ class APIModel:
             raise
         except APIError as exc:
             return Outcome(None, exc, Usage(api_calls=sent[0], retries=max(sent[0] - 1, 0)))
-        if self.cache is not None:
+        if self.cache is not None and completion.keep:
             self.cache.put(key, completion)  # durable before the row can count as done
         usage = Usage(
             api_calls=sent[0],
             retries=sent[0] - 1,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
         )
         return Outcome(completion, usage=usage)
 

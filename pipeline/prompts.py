@@ -13,6 +13,7 @@ row from the row's own kind, never from the first line of the file (PROTOCOL §2
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pipeline.records import ChatRequest, ImageSpec, Sample
@@ -76,8 +77,22 @@ def user_text(sample: Sample) -> str:
     return text
 
 
-def build_request(sample: Sample, protocol: str = DEFAULT_PROTOCOL) -> ChatRequest:
-    """Build the official request for a sample under `protocol` ("official" or "notebook")."""
+def build_request(
+    sample: Sample, protocol: str = DEFAULT_PROTOCOL, *, max_tokens: int | None = None
+) -> ChatRequest:
+    """Build the official request for a sample under `protocol` ("official" or "notebook").
+
+    Args:
+        sample: the row.
+        protocol: "official" (the authors' script) or "notebook".
+        max_tokens: replaces the protocol's max_tokens on every request (a deviation that
+            reasoning models need: their thoughts count against it).
+    """
+    request = _official_request(sample, protocol)
+    return request if max_tokens is None else replace(request, max_tokens=max_tokens)
+
+
+def _official_request(sample: Sample, protocol: str) -> ChatRequest:
     if protocol not in PROTOCOLS:
         msg = f"unknown protocol {protocol!r}; use one of: {', '.join(PROTOCOLS)}"
         raise ValueError(msg)

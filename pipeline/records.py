@@ -32,9 +32,20 @@ KINDS: tuple[Kind, ...] = ("evidence", "independent", "joint", "report")
 # The four joint levels the official scorer reads, in answer order (PROTOCOL §3.2).
 JOINT_LEVELS = ("modality", "organ", "lesion", "diagnosis")
 
-# How a row's answer was obtained: read by our extractor, mapped by the judge, unreadable (scored
-# as given), or free text (reports).
-AnswerSource = Literal["extracted", "judge", "none", "text"]
+# What became of a reply (the `answers` counts of the summary):
+#   extracted  our reader found the answer          judge   the judge mapped an unreadable reply
+#   none       unreadable, scored as given (wrong)   text    a report
+#   refused    the model (or its filter) declined    truncated, empty: no answer; the row failed
+AnswerSource = Literal["extracted", "judge", "none", "text", "refused", "truncated", "empty"]
+ANSWER_SOURCES: tuple[AnswerSource, ...] = (
+    "extracted",
+    "judge",
+    "none",
+    "text",
+    "refused",
+    "truncated",
+    "empty",
+)
 
 
 def row_kind(row: Mapping[str, Any]) -> Kind | None:
@@ -83,13 +94,21 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A successful reply from a model."""
+    """A successful reply from a model: what it answered, apart from how it thought."""
 
-    text: str
+    text: str  # the visible answer; never the model's thoughts
     model: str | None = None  # the model name the response reports
     request_id: str | None = None
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included, as providers bill them
+    reasoning: str | None = None  # the thoughts, when the reply carried them
+    finish_reason: str | None = None  # "stop", "length", "content_filter", ...
+    reasoning_tokens: int = 0
+
+    @property
+    def keep(self) -> bool:
+        """Say whether the reply is worth caching: an empty or cut-off reply is tried again."""
+        return bool(self.text.strip()) and self.finish_reason != "length"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +119,8 @@ class Usage:
     retries: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included
+    reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
@@ -160,7 +180,14 @@ class Keywords:
 
 
 # Fields a results line adds to the input row; everything else on the line is the input row.
-_OUTPUT_FIELDS = ("model_response", "raw_response", "error", "keywords", "_meta")
+_OUTPUT_FIELDS = (
+    "model_response",
+    "raw_response",
+    "reasoning_response",
+    "error",
+    "keywords",
+    "_meta",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +204,9 @@ class ResultRow:
     kind: Kind
     line: int = 0  # line in the input file
     model_response: Any = None  # a str from us; whatever another tool stored otherwise
-    raw_response: str | None = None  # the model's reply as received
+    raw_response: str | None = None  # the model's visible reply, as received
+    reasoning_response: str | None = None  # its thoughts, when it showed them (never read)
+    finish_reason: str | None = None
     error: str | None = None  # why the row failed (retried on the next run); None: answered
     answer_source: AnswerSource | None = None
     model: str | None = None  # the model name the API reported
@@ -213,6 +242,8 @@ class ResultRow:
             "raw_response": self.raw_response,
             "error": self.error,
         }
+        if self.reasoning_response is not None:
+            out["reasoning_response"] = self.reasoning_response
         if self.keywords is not None:
             out["keywords"] = self.keywords.to_json()
         meta: dict[str, Any] = {
@@ -222,6 +253,7 @@ class ResultRow:
             "answer_source": self.answer_source,
             "model": self.model,
             "request_id": self.request_id,
+            "finish_reason": self.finish_reason,
             "usage": self.usage.to_json(),
         }
         if self.error is not None:
@@ -246,6 +278,7 @@ class ResultRow:
         error = data.get("error")
         source = meta.get("answer_source")
         raw = data.get("raw_response")
+        thoughts = data.get("reasoning_response")
         return cls(
             row=row,
             key=key if isinstance(key, str) else None,
@@ -253,8 +286,10 @@ class ResultRow:
             line=_int(meta.get("line")),
             model_response=data.get("model_response"),
             raw_response=raw if isinstance(raw, str) else None,
+            reasoning_response=thoughts if isinstance(thoughts, str) else None,
+            finish_reason=_opt_str(meta.get("finish_reason")),
             error=None if error is None else str(error),
-            answer_source=source if source in ("extracted", "judge", "none", "text") else None,
+            answer_source=source if source in ANSWER_SOURCES else None,
             model=_opt_str(meta.get("model")),
             request_id=_opt_str(meta.get("request_id")),
             usage=Usage.from_json(meta.get("usage")),

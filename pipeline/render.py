@@ -38,10 +38,7 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         if errors:
             notes.append(f"{errors} row(s) with an error, scored wrong (as official)")
         if answers := section.get("answers"):
-            notes.append(
-                f"answers: {answers['extracted']} extracted, {answers['judge']} mapped by the "
-                f"judge, {answers['none']} unreadable (scored as given)"
-            )
+            notes.append(_answers_line(answers))
         for note in notes:
             console.print(Text(f"  {note}", style="dim"))
     if drop := summary.get("independent_vs_joint"):
@@ -60,6 +57,28 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         used = (summary.get("usage") or {}).get("judge") or {}
         console.print(Text(_judge_line(judge, used), style="dim"))
     console.print(_usage_line(summary.get("usage") or {}))
+
+
+_FATE_WORDS = {
+    "extracted": "extracted",
+    "text": "reports",
+    "judge": "mapped by the judge",
+    "none": "unreadable (scored as given)",
+    "refused": "refused",
+    "truncated": "cut at the token limit (failed)",
+    "empty": "empty (failed)",
+}
+
+
+def _answers_line(answers: Mapping[str, int]) -> str:
+    """Say what became of the replies; the rare fates only when they happened."""
+    always = ("extracted", "text", "judge", "none")
+    parts = [
+        f"{n:,} {_FATE_WORDS.get(fate, fate)}"
+        for fate, n in answers.items()
+        if n or (fate in always and fate in answers)
+    ]
+    return "answers: " + ", ".join(parts)
 
 
 def _pct(value: float | None) -> str:

@@ -20,8 +20,8 @@ import orjson
 from tenacity import RetryCallState, retry_base, retry_if_exception_type
 
 from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
+from pipeline.registry import PROVIDERS
 
-PROVIDERS = ("openai", "dashscope", "deepseek", "generic")
 _MAX_MESSAGE = 300
 
 # Markers are matched against code + type + message squashed to [a-z0-9], so DashScope's snake

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from pipeline.progress import RunProgress
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Throttle
 from pipeline.records import ResultRow, Sample
-from pipeline.registry import JUDGE_BODY
+from pipeline.registry import thinking_body
 from pipeline.results import ResultsFile
 from pipeline.summary import Scorer, write_summary
 
@@ -159,9 +159,9 @@ class Run:
             stem, sample = item
             if self.state.fatal:
                 continue  # drain without answering: the run is stopping
-            request = build_request(sample, self.cfg.protocol)
+            request = build_request(sample, self.cfg.protocol, max_tokens=self.cfg.spec.max_tokens)
             try:
-                row = result_row(sample, await self.responder.respond(sample, request))
+                row = result_row(sample, request, await self.responder.respond(sample, request))
             except FatalAPIError as exc:
                 self.state.fatal = self.state.fatal or str(exc)
                 continue
@@ -230,6 +230,7 @@ class Run:
             "protocol": self.cfg.protocol,
             "model_id": self.cfg.spec.model,
             "endpoint": self.cfg.spec.base_url,
+            "deviations": self.cfg.deviations,
             "invalid_rows": self.state.invalid,
             "stopped": self.state.fatal,
             "judge": judge,
@@ -288,8 +289,7 @@ async def run_eval(
             responder = await _api_model(cfg, stack, sleep)
         judge = None
         if (judge_cfg := cfg.judge_config()) is not None:
-            body = JUDGE_BODY.get(judge_cfg.spec.provider)
-            model = await _api_model(judge_cfg, stack, sleep, body)
+            model = await _api_model(judge_cfg, stack, sleep)
             bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
             if bert is not None:
                 stack.callback(bert.close)
@@ -299,12 +299,10 @@ async def run_eval(
 
 
 async def _api_model(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    sleep: Callable[[float], Awaitable[None]] | None,
-    extra_body: Mapping[str, Any] | None = None,
+    cfg: EvalConfig, stack: AsyncExitStack, sleep: Callable[[float], Awaitable[None]] | None
 ) -> APIModel:
     """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and pace."""
+    extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
     session = await stack.enter_async_context(make_session(cfg.concurrency))
     client = OpenAIClient(
         session,
@@ -314,6 +312,7 @@ async def _api_model(
         provider=cfg.spec.provider,
         timeout=cfg.timeout,
         extra_body=extra_body,
+        token_param=cfg.spec.token_param,
     )
     return APIModel(
         cfg,

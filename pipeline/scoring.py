@@ -126,12 +126,21 @@ def score_row(family: Family, row: ResultRow, *, official_quirks: bool = False) 
         )
     pair = report_pair(data, response)
     if pair is None:
-        return RowScore(("Unknown",), (), **base)
+        return RowScore(("Unknown",), (), source=row.answer_source, **base)
     modality, reference, prediction = pair
     if (kw := row.keywords) is not None:
         bleu = sentence_bleu(kw.reference, kw.prediction)
-        return RowScore((modality,), (), bleu=bleu, keywords=True, bert_f1=kw.bert_f1, **base)
-    return RowScore((modality,), (), bleu=sentence_bleu(reference, prediction), **base)
+        return RowScore(
+            (modality,),
+            (),
+            bleu=bleu,
+            keywords=True,
+            bert_f1=kw.bert_f1,
+            source=row.answer_source,
+            **base,
+        )
+    bleu = sentence_bleu(reference, prediction)
+    return RowScore((modality,), (), bleu=bleu, source=row.answer_source, **base)
 
 
 def _opt_str(value: object) -> str | None:

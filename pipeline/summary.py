@@ -21,13 +21,16 @@ from pipeline.results import read_run
 from pipeline.scoring import FILE_FAMILY, KIND_FAMILY, Family, RowScore, score_row
 
 SUMMARY_NAME = "summary.json"
+FATES = ("extracted", "judge", "none", "refused", "truncated", "empty")  # MCQ and joint replies
+REPORT_FATES = ("text", "refused", "truncated", "empty")
 ADDITIONS = (
     "files.<mcq>.n/correct/accuracy: micro accuracy over all rows of the file",
     "files.joint_qa.chain_correct/chain_accuracy/chains: rows with all four levels right",
     "files.joint_qa.level_totals: per-level accuracy across modalities",
     "files.report_generation.bleu: mean BLEU over every scored row, all modalities",
     "files.*.errors: rows with an error, counted apart (still wrong, as official)",
-    "files.*.answers: how each answer was obtained (extracted, judge, none)",
+    "files.*.answers: what became of each reply (extracted, judge, none, refused, truncated, "
+    "empty; text for reports)",
     "files.report_generation.bert_f1 when keywords exist; bleu/bert_f1 all-modality means",
     "independent_vs_joint: per-level accuracy on the same images, independent then joint",
     "shortcut: how often the diagnosis is right while the lesion level is wrong",
@@ -193,8 +196,9 @@ def _shortcut_cell(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
     }
 
 
-def _sources(rows: Iterable[RowScore]) -> dict[str, int]:
-    counts = dict.fromkeys(("extracted", "judge", "none"), 0)
+def _sources(rows: Iterable[RowScore], kinds: tuple[str, ...] = FATES) -> dict[str, int]:
+    """Count what became of each reply (`answers.py`): extracted, judge, none, refused..."""
+    counts = dict.fromkeys(kinds, 0)
     for row in rows:
         if row.source in counts:
             counts[row.source] += 1
@@ -279,6 +283,7 @@ def _report_section(rows: Iterable[RowScore]) -> dict[str, Any]:
         "bert_f1": _mean(every_bert) if len(every_bert) == len(every) else None,
         "keywords": "extracted" if keywords else None,
         "note": note,
+        "answers": _sources(rows, REPORT_FATES),
         "groups": {
             m: {
                 "n": len(s),

@@ -11,7 +11,7 @@ import pytest
 from fakeserver import FakeServer
 from tenacity import AsyncRetrying
 
-from pipeline.client import OpenAIClient, build_payload, make_session
+from pipeline.client import OpenAIClient, build_payload, make_session, read_message
 from pipeline.errors import FatalAPIError, RetryableError, RowError
 from pipeline.records import ChatRequest, Completion, ImageSpec
 from pipeline.retry import retrying
@@ -235,3 +235,81 @@ def test_text_only_request_sends_a_plain_string_and_no_system_when_unset():
     assert payload["messages"] == [{"role": "user", "content": "extract keywords"}]
     assert payload["temperature"] == 0.0
     assert payload["thinking"] == {"type": "disabled"}
+
+
+# --- Reply anatomy: the answer apart from the thoughts, finish_reason, reasoning tokens ------------
+
+# outcome → (answer the client reads, thoughts present, finish_reason)
+SHAPES = [
+    ("ok", "A", False, "stop"),
+    ("reasoning", "A", True, "stop"),  # message.reasoning_content
+    ("reasoning_field", "A", True, "stop"),  # message.reasoning (OpenRouter)
+    ("reasoning_hidden", "A", False, "stop"),  # only reasoning_tokens (OpenAI o-series)
+    ("think_inline", "A", True, "stop"),  # <think>…</think> then the answer
+    ("think_unclosed", "", True, "length"),  # the token limit cut the thoughts
+    ("length_empty", "", True, "length"),
+    ("length_empty_null", "", True, "length"),
+    ("length_partial", "The image shows an axial section of the abdomen with a", False, "length"),
+    ("content_filter", "", False, "content_filter"),
+    ("content_filter_text", "The image shows", False, "content_filter"),
+    ("null_content", "", False, "stop"),
+    ("list_content", "A", False, "stop"),
+    ("no_usage", "A", False, "stop"),
+]
+
+
+@pytest.mark.parametrize(("shape", "answer", "thoughts", "finish"), SHAPES)
+async def test_reply_anatomy(session, fake_server, shape, answer, thoughts, finish):
+    fake_server.config.script = [shape]
+    got = await _client(session, fake_server).complete(_request(max_tokens=50), IMAGE)
+    assert got.text == answer
+    assert got.finish_reason == finish
+    assert (got.reasoning is not None) is thoughts
+    if thoughts:
+        # The thoughts name other letters; they never reach the answer.
+        assert "Option" in got.reasoning
+        assert "<think>" not in got.text
+    assert got.reasoning_tokens > 0 or shape not in ("reasoning", "think_inline", "length_empty")
+    assert (got.prompt_tokens == 0) is (shape == "no_usage")
+
+
+async def test_reasoning_tokens_are_read_from_usage(session, fake_server):
+    fake_server.config.reasoning = "field"
+    fake_server.config.think_tokens = 120
+    got = await _client(session, fake_server).complete(_request(max_tokens=2048), IMAGE)
+    assert (got.text, got.reasoning_tokens) == ("A", 120)
+    assert got.completion_tokens > 120  # billed with the answer
+
+
+@pytest.mark.parametrize(
+    ("content", "answer", "thoughts"),
+    [
+        ("<think>B? no.</think>\n\nC", "C", "B? no."),
+        ("  <think>\nB or D\n</think>C", "C", "B or D"),
+        ("<think>still thinking about A", "", "still thinking about A"),
+        ("B? no.</think>\nC", "C", "B? no."),  # the template opened the block itself
+        ("C. The <think> tag is text here", "C. The <think> tag is text here", None),
+    ],
+)
+def test_inline_think_blocks_are_split(content, answer, thoughts):
+    assert read_message({"content": content}) == (answer, thoughts)
+
+
+def test_both_thought_fields_and_an_inline_block_are_kept_together():
+    message = {"content": "<think>two</think>C", "reasoning_content": "one"}
+    assert read_message(message) == ("C", "one\n\ntwo")
+
+
+@pytest.mark.parametrize("shape", ["error_200", "error_200_object"])
+async def test_an_error_inside_a_200_is_an_error(session, fake_server, shape):
+    fake_server.config.script = [shape]
+    with pytest.raises(RetryableError, match="server error|Upstream"):
+        await _client(session, fake_server).complete(_request(), IMAGE)
+
+
+async def test_max_completion_tokens_for_models_that_require_it(session, fake_server):
+    client = _client(session, fake_server, token_param="max_completion_tokens")
+    await client.complete(_request(max_tokens=2048), IMAGE)
+    [entry] = fake_server.ledger.entries
+    assert entry.params["max_completion_tokens"] == 2048
+    assert "max_tokens" not in entry.params

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.extract import extract_chain, extract_choice, option_letters
+from pipeline.extract import extract_chain, extract_choice, is_refusal, option_letters
 
 MODALITY = ["A. CT", "B. MRI", "C. Ultrasound", "D. X-ray"]
 ORGAN = ["A. Liver", "B. Kidney", "C. Spleen", "D. Pancreas", "E. Gallbladder", "F. Adrenal gland"]
@@ -121,6 +121,43 @@ CHOICE_CASES = [
     ("B, C", ORGAN, None),
     ("Neither A nor B is correct.", ORGAN, None),
     ("The answer is D, B is wrong.", ORGAN, None),
+    # hedged sentences and soft cues
+    ("My pick is C) Spleen, given the texture.", ORGAN, "C"),
+    ("Option D (Pancreas) fits the image best.", ORGAN, "D"),
+    ("It is most likely B, though C cannot be excluded.", ORGAN, "B"),
+    ("Could be D, but I'd favour B.", ORGAN, "B"),
+    ("The right answer here is F.", ORGAN, "F"),
+    ("Probably an MRI, so B.", MODALITY, "B"),
+    ("The pattern is classic for a hemangioma (B).", LESION, "B"),
+    # rejected options discussed before the chosen one
+    (
+        "The liver (A) is on the right. It is not a kidney (B). It's the spleen, option C.",
+        ORGAN,
+        "C",
+    ),
+    ("The fracture spares the kidney, so B is out. This leaves C.", ORGAN, "C"),
+    ("Option A: Cyst - no, it enhances.\nOption C: Metastasis - most likely.", LESION, "C"),
+    ("A is incorrect, C is incorrect; therefore the answer is B.", ORGAN, "B"),
+    # Chinese, full-width, reasoning blocks, markdown
+    ("答案\uff1aC", ORGAN, "C"),
+    ("故选E。", ORGAN, "E"),
+    ("选项D正确。", ORGAN, "D"),
+    ("综上所述\uff0c最可能的诊断是肝细胞癌\uff08C\uff09。", DIAGNOSIS, "C"),
+    ("\uff08\uff23\uff09", ORGAN, "C"),
+    ("\uff21\uff4e\uff53\uff57\uff45\uff52\uff1a\uff24", ORGAN, "D"),
+    ("<think>Maybe A? No, the sinus is there.</think>\nB", ORGAN, "B"),
+    ("## Diagnosis\n**B - Hemangioma**", LESION, "B"),
+    # soft cues that are hedged, taken back or conditional; refusals with a guess
+    ("This is an MRI scan of the liver.", MODALITY, None),  # describes, does not choose
+    ("Typical of a hemangioma (B) is peripheral enhancement, which is absent here.", LESION, None),
+    ("It could be consistent with a cyst (A).", LESION, None),
+    ("If this were the spleen, the answer would be C.", ORGAN, None),
+    ("The answer is B. Wait, no - the answer is C.", ORGAN, None),
+    ("Answer: Kidney or spleen", ORGAN, None),
+    ("不选A\uff0c也不选B。", ORGAN, None),
+    ("<think>It is A or B", ORGAN, None),
+    ("I can't view the image, but if it were the liver the answer would be A.", ORGAN, None),
+    ("抱歉\uff0c我无法查看图片。", ORGAN, None),
 ]
 
 CHAIN_CASES = [
@@ -157,6 +194,31 @@ CHAIN_CASES = [
     ("", None),
     ("I think the modality is CT and the organ is the liver.", None),
     ("Modality: CT, Organ: Liver, Lesion: Cyst, Diagnosis: HCC", None),
+    # prose, items, Chinese, reasoning blocks
+    (
+        "The modality is CT (B), the organ is the liver (D), the lesion is a cyst (A), and the "
+        "diagnosis is a simple hepatic cyst (C).",
+        "B,D,A,C",
+    ),
+    ("I'd answer B for modality, D for organ, A for lesion and C for diagnosis.", "B,D,A,C"),
+    (
+        "Modality: not CT (A) but MRI (B)\nOrgan: brain (C)\nLesion: mass (D)\n"
+        "Diagnosis: glioma (A)",
+        "B,C,D,A",
+    ),
+    (
+        "| Level | Answer |\n|---|---|\n| Modality | B |\n| Organ | D |\n| Lesion | A |\n"
+        "| Diagnosis | C |",
+        "B,D,A,C",
+    ),
+    ("The answers, in order, are C, B, A and D.", "C,B,A,D"),
+    ("模态\uff1aB\n器官\uff1aD\n病变\uff1aA\n诊断\uff1aC", "B,D,A,C"),
+    ("答案\uff1aB、D、A、C", "B,D,A,C"),
+    ("<think>B,D,A,C?</think>\nB,D,C,A", "B,D,C,A"),
+    ("Answer: B, D, A, C\nActually: B, D, C, A", None),
+    ("The options are A, B, C and D.", None),
+    ("(A) CT (B) MRI (C) Ultrasound (D) X-ray", None),
+    ("I'm unable to view the image, so I cannot answer these questions.", None),
 ]
 
 
@@ -168,6 +230,41 @@ def test_extract_choice(reply: str, options: list[str], expected: str | None) ->
 @pytest.mark.parametrize(("reply", "expected"), CHAIN_CASES)
 def test_extract_chain(reply: str, expected: str | None) -> None:
     assert extract_chain(reply) == expected
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I'm sorry, but I can't help with that.",
+        "I'm unable to view the image you've shared.",
+        "As an AI language model, I am not able to interpret medical images.",
+        "No image was provided, so I cannot answer.",
+        "I must decline to provide a diagnosis based on this image.",
+        "It seems the image didn't come through.",
+        "作为AI模型\uff0c我不能提供医学诊断。",
+        "我看不到您上传的图像。",
+    ],
+)
+def test_is_refusal(reply: str) -> None:
+    assert is_refusal(reply)
+    assert extract_choice(reply + " Answer: B", ORGAN) is None
+    assert extract_chain(reply + "\nB,D,A,C") is None
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I'm not a radiologist, but this appears to be an MRI. Answer: B",
+        "While I can't be completely certain, the most likely answer is B.",
+        "I can't say for sure, but I'd go with B.",
+        "I can't see any fracture line, so the answer is D.",
+        "Please consult a doctor. Answer: A",
+        "B or C",
+        "",
+    ],
+)
+def test_hedges_and_disclaimers_are_not_refusals(reply: str) -> None:
+    assert not is_refusal(reply)
 
 
 def test_case_counts_cover_the_brief() -> None:
@@ -243,6 +340,17 @@ DISTRACTORS = [
     "Hepatitis B history. ",
     "\nA follow-up MRI is recommended.",
     "\nWhy not E? The (E) finding is absent.",
+    " If it were the liver, the answer would be A. ",
+    "\nThe differential includes the spleen (C).",
+    "Typical of a pancreas (D) is a lobulated contour, which is absent. ",
+    "Not E. ",
+    "\n不选B。",
+]
+REFUSALS = [
+    "I'm sorry, but I can't help with that.",
+    "I'm unable to view the image.",
+    "As an AI, I cannot provide a diagnosis.",
+    "抱歉\uff0c我无法查看图片。",  # "I'm sorry, I can't view the image."
 ]
 
 
@@ -258,6 +366,18 @@ def test_distractors_never_produce_a_wrong_letter(
     reply = phrasing.format(x=letter, t=option_letters(ORGAN)[letter])
     assert extract_choice(before + reply + after, ORGAN) in (letter, None)
     assert extract_choice(reply, ORGAN) == letter
+
+
+@given(
+    st.sampled_from("ABCDEF"), st.sampled_from(PHRASINGS), st.sampled_from(REFUSALS), st.booleans()
+)
+def test_a_refusal_never_gets_a_letter(
+    letter: str, phrasing: str, refusal: str, refusal_first: bool
+) -> None:
+    reply = phrasing.format(x=letter, t=option_letters(ORGAN)[letter])
+    text = f"{refusal} {reply}" if refusal_first else f"{reply}\n{refusal}"
+    assert is_refusal(text)
+    assert extract_choice(text, ORGAN) is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -221,6 +221,7 @@ def test_usage_is_the_sum_over_the_latest_rows():
         "cache_hits": 1,
         "prompt_tokens": 200,
         "completion_tokens": 4,
+        "reasoning_tokens": 0,
         "failed_rows": 0,
         "judge": {
             "api_calls": 1,
@@ -228,6 +229,7 @@ def test_usage_is_the_sum_over_the_latest_rows():
             "cache_hits": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
+            "reasoning_tokens": 0,
             "models_returned": ["judge-v1"],
         },
     }

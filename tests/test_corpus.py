@@ -1,0 +1,64 @@
+"""The answer reader against the labelled reply corpus (tests/corpus/replies.jsonl)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from corpus import load_corpus, measure, read
+
+from pipeline.extract import extract_chain, extract_choice, is_refusal, option_letters
+
+ENTRIES = load_corpus()
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["id"] for e in ENTRIES])
+def test_corpus_reading(entry: dict[str, Any]) -> None:
+    assert read(entry, extract_choice, extract_chain) == entry["expect"], entry["phrasing"]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e["id"] for e in ENTRIES])
+def test_refusals_are_recognised(entry: dict[str, Any]) -> None:
+    assert is_refusal(entry["reply"]) is bool(entry.get("refusal")), entry["phrasing"]
+
+
+def test_aggregate_thresholds() -> None:
+    result = measure()
+    assert result["wrong"] == 0, result["failures"]
+    assert result["precision"] == 1.0
+    assert result["recall"] >= 0.99, result["failures"]
+    assert result["refusals_none"] == result["refusals"] > 0
+
+
+def test_measure_counts_wrong_letters_and_misses() -> None:
+    entries = [e for e in ENTRIES if e["kind"] == "choice"][:50]
+    result = measure(lambda reply, options: "A", extract_chain, entries)
+    expected_wrong = sum(e["expect"] != "A" for e in entries)
+    assert result["wrong"] == expected_wrong
+    assert result["read"] == sum(e["expect"] == "A" for e in entries)
+    assert result["total"] == 50
+    assert len(result["failures"]) == expected_wrong
+
+
+def test_corpus_is_sound() -> None:
+    assert len(ENTRIES) >= 400
+    assert len({e["id"] for e in ENTRIES}) == len(ENTRIES)
+    assert sum(e["expect"] is None for e in ENTRIES) >= 0.15 * len(ENTRIES)
+    assert {e["kind"] for e in ENTRIES} == {"choice", "chain"}
+    for entry in ENTRIES:
+        assert isinstance(entry["reply"], str), entry["id"]
+        assert entry["reply"].strip(), entry["id"]
+        assert isinstance(entry["phrasing"], str), entry["id"]
+        assert entry["phrasing"], entry["id"]
+        if entry.get("refusal"):
+            assert entry["expect"] is None, entry["id"]
+        if entry["kind"] == "choice":
+            offered = option_letters(entry["options"])
+            assert 2 <= len(offered) == len(entry["options"]) <= 8, entry["id"]
+            assert set(offered) <= set("ABCDEFGH"), entry["id"]
+            assert entry["expect"] is None or entry["expect"] in offered, entry["id"]
+        else:
+            assert "options" not in entry, entry["id"]
+            expect = entry["expect"]
+            assert expect is None or re.fullmatch(r"[A-H](?:,[A-H]){3}", expect), entry["id"]
