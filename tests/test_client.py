@@ -303,7 +303,7 @@ def test_both_thought_fields_and_an_inline_block_are_kept_together():
 @pytest.mark.parametrize("shape", ["error_200", "error_200_object"])
 async def test_an_error_inside_a_200_is_an_error(session, fake_server, shape):
     fake_server.config.script = [shape]
-    with pytest.raises(RetryableError, match="server error|Upstream"):
+    with pytest.raises(RetryableError, match=r"Upstream provider|Internal server error"):
         await _client(session, fake_server).complete(_request(), IMAGE)
 
 
