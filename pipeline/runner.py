@@ -36,6 +36,7 @@ from pipeline.summary import Scorer, write_summary
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 INTERRUPTED = "interrupted: rerun the same command to resume"
+CUT_WARNING = 10  # replies with no answer (truncated, empty) before more answered ones: warn
 _DONE = None  # end-of-stream marker on the queues
 NO_JUDGE = (
     "no judge: unreadable replies are scored as given (wrong, as official) and report keywords "
@@ -53,6 +54,8 @@ class RunState:
     invalid: list[str] = field(default_factory=list)  # `FILE:LINE: message` of lines not rows
     fatal: str | None = None
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
+    replies: int = 0  # rows answered this run
+    cut: int = 0  # rows whose reply was truncated or empty this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +201,12 @@ class Run:
 
     def _record(self, stem: str, row: ResultRow) -> None:
         self._account(stem, row)
+        if row.answer_source in ("truncated", "empty"):
+            self._warn_if_cut(row)
+            return  # the model's reply, not an API error: it never stops the run
         if row.error is None:
             self.state.streak = ("", 0)
+            self.state.replies += 1
             return
         sig = f"{row.error_status}:{row.error_code}:{row.error[:80]}"
         last, count = self.state.streak
@@ -208,6 +215,15 @@ class Run:
             self.state.fatal = (
                 f"the same error failed {self.state.streak[1]} rows in a row "
                 f"({row.error}); stopping: fix the cause, then rerun to resume"
+            )
+
+    def _warn_if_cut(self, row: ResultRow) -> None:
+        """Say once, early, when replies keep coming back cut at the token limit."""
+        self.state.cut += 1
+        if self.state.cut == CUT_WARNING and self.state.replies < CUT_WARNING:
+            self.on_invalid(
+                f"warning: {self.state.cut} replies came back with no answer, e.g. {row.error}; "
+                "they are failed rows and will be sent again: stop now (Ctrl-C) to save calls"
             )
 
     def summary(self) -> dict[str, Any]:
