@@ -36,7 +36,7 @@ from pipeline.summary import Scorer, write_summary
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
 INTERRUPTED = "interrupted: rerun the same command to resume"
-CUT_WARNING = 10  # replies with no answer (truncated, empty) before more answered ones: warn
+CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues
 NO_JUDGE = (
     "no judge: unreadable replies are scored as given (wrong, as official) and report keywords "
@@ -54,8 +54,8 @@ class RunState:
     invalid: list[str] = field(default_factory=list)  # `FILE:LINE: message` of lines not rows
     fatal: str | None = None
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
-    replies: int = 0  # rows answered this run
-    cut: int = 0  # rows whose reply was truncated or empty this run
+    cut: int = 0  # consecutive rows whose reply was truncated or empty
+    warned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +206,7 @@ class Run:
             return  # the model's reply, not an API error: it never stops the run
         if row.error is None:
             self.state.streak = ("", 0)
-            self.state.replies += 1
+            self.state.cut = 0
             return
         sig = f"{row.error_status}:{row.error_code}:{row.error[:80]}"
         last, count = self.state.streak
@@ -218,12 +218,14 @@ class Run:
             )
 
     def _warn_if_cut(self, row: ResultRow) -> None:
-        """Say once, early, when replies keep coming back cut at the token limit."""
+        """Say once when replies keep coming back with no answer (cut at the token limit)."""
         self.state.cut += 1
-        if self.state.cut == CUT_WARNING and self.state.replies < CUT_WARNING:
+        if self.state.cut == CUT_WARNING and not self.state.warned:
+            self.state.warned = True
             self.on_invalid(
-                f"warning: {self.state.cut} replies came back with no answer, e.g. {row.error}; "
-                "they are failed rows and will be sent again: stop now (Ctrl-C) to save calls"
+                f"warning: {CUT_WARNING} replies in a row came back with no answer, e.g. "
+                f"{row.error}; they are failed rows and will be sent again: stop now (Ctrl-C) "
+                "to save calls"
             )
 
     def summary(self) -> dict[str, Any]:

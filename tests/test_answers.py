@@ -32,13 +32,7 @@ REPORT = Sample("report_generation", 1, "k", "report", Path("x.png"), {"answer":
         (MCQ, "", "stop", "empty", None),
         (MCQ, "   \n", None, "empty", None),
         (MCQ, "", "content_filter", "refused", None),
-        (
-            MCQ,
-            "I'm sorry, but I can't help with interpreting this medical image.",
-            "stop",
-            "refused",
-            None,
-        ),  # fmt: skip
+        (MCQ, "I'm sorry, but I can't help with this medical image.", "stop", "refused", None),
         (MCQ, "Either B or C, hard to say.", "stop", "none", None),
         (JOINT, "B, A, C, A", "stop", "extracted", "B,A,C,A"),
         (JOINT, "1. B 2. A", "length", "truncated", None),
@@ -98,7 +92,7 @@ async def test_truncated_at_the_official_max_tokens_then_answered_with_more(
             assert section["errors"] == section["n"]  # failed rows, still in the denominators
         assert first.exit_code == EXIT_FAILED_ROWS
         assert first.summary["usage"]["failed_rows"] == n_capped
-        assert "warning: 10 replies came back with no answer" in capsys.readouterr().err
+        assert "warning: 10 replies in a row came back with no answer" in capsys.readouterr().err
         assert first.summary["usage"]["reasoning_tokens"] >= 120 * (80 - n_capped)
         row = next(r for r in results(tmp_path / "out")["joint_qa"])
         assert "--max-tokens" in row["error"]
