@@ -241,7 +241,7 @@ def _models(args: argparse.Namespace, console: Console) -> int:
                 f"{spec.rpm:g}" if spec.rpm else "-",
                 str(spec.max_tokens or "-"),
                 {None: "-", True: "on", False: "off"}[spec.thinking],
-                spec.base_url or "offline",
+                spec.base_url or ("-" if spec.remote else "offline"),
                 spec.source,
             )
         )

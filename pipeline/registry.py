@@ -6,8 +6,8 @@ a TOML models file (`DRVD_MODELS_FILE`) adds or overrides aliases without touchi
     [models.my-o3]                       # alias
     model = "o3"                         # API model id (required)
     provider = "openai"                  # openai | dashscope | deepseek | generic (default)
-    base_url = "https://api.openai.com/v1"
-    key_env = "OPENAI_API_KEY"
+    base_url = "https://api.openai.com/v1"   # the provider's own by default (generic: none)
+    key_env = "OPENAI_API_KEY"               # the provider's own by default (generic: none)
     concurrency = 16                     # also rpm, tpm, timeout
     token_param = "max_completion_tokens"
     max_tokens = 4096                    # replaces the protocol's max_tokens (a deviation)
@@ -32,6 +32,12 @@ DASHSCOPE_SINGAPORE = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
 PROVIDERS = ("openai", "dashscope", "deepseek", "generic")
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 BUILT_IN = "built-in"
+# A models-file entry that names its provider gets these unless it sets its own.
+PROVIDER_DEFAULTS: dict[str, dict[str, str]] = {
+    "dashscope": {"base_url": DASHSCOPE_BEIJING, "key_env": "DASHSCOPE_API_KEY"},
+    "deepseek": {"base_url": "https://api.deepseek.com/v1", "key_env": "DEEPSEEK_API_KEY"},
+    "openai": {"base_url": "https://api.openai.com/v1", "key_env": "OPENAI_API_KEY"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,12 @@ def resolve_model(
         names = ", ".join(sorted(known))
         msg = f"unknown model {name!r}: use one of {names}, or openai:<model-id> with --base-url"
         raise ConfigError(msg)
-    return replace(spec, base_url=base_url.rstrip("/")) if base_url and spec.remote else spec
+    if base_url and spec.remote:
+        return replace(spec, base_url=base_url.rstrip("/"))
+    if spec.remote and not spec.base_url:
+        msg = f"model {name!r} has no endpoint: set base_url in {spec.source} or pass --base-url"
+        raise ConfigError(msg)
+    return spec
 
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -216,7 +227,8 @@ def _spec(path: Path, alias: str, entry: object) -> ModelSpec:
         if name in entry and not entry[name] > 0:
             msg = f"{where}: field {name!r} must be greater than 0"
             raise ConfigError(msg)
-    values: dict[str, Any] = {"provider": "generic", **entry}
+    provider = entry.get("provider", "generic")
+    values: dict[str, Any] = {"provider": provider, **PROVIDER_DEFAULTS.get(provider, {}), **entry}
     if "thinking" in values:
         values["thinking"] = values["thinking"] == "on"
     if "base_url" in values:

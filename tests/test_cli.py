@@ -153,15 +153,26 @@ def test_cache_stats_and_clear(tmp_path: Path) -> None:
     assert "0 responses" in drvd("cache", "stats", "--cache-dir", root).stdout
 
 
-def test_models_lists_every_alias() -> None:
-    proc = drvd("models")
+def test_models_lists_every_alias_and_where_it_comes_from(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models.mine]\nmodel = "o3"\nmax_tokens = 4096\nthinking = "on"\n')
+    proc = drvd("models", env={"DRVD_MODELS_FILE": str(path)})
     assert proc.returncode == 0
     for spec in MODELS.values():
         line = next(x for x in proc.stdout.splitlines() if x.startswith(f"{spec.alias} "))
         assert spec.model in line
         assert (spec.key_env or "-") in line
         assert (spec.base_url or "offline") in line
+        assert line.endswith("built-in")
+    mine = next(x for x in proc.stdout.splitlines() if x.startswith("mine "))
+    assert mine.split() == ["mine", "o3", "-", "16", "-", "4096", "on", "-", str(path)]
     assert "openai:<id>" in proc.stdout
+
+
+def test_a_setting_the_provider_cannot_take_is_one_line(tmp_path: Path) -> None:
+    args = ["eval", "--model", "qwen", "--data", str(tmp_path), "--thinking", "on"]
+    line = assert_one_line_error(drvd(*args, env={"DASHSCOPE_API_KEY": "sk-x"}), 2)
+    assert "use --thinking off" in line
 
 
 @pytest.fixture

@@ -267,6 +267,7 @@ async def test_reply_anatomy(session, fake_server, shape, answer, thoughts, fini
     assert (got.reasoning is not None) is thoughts
     if thoughts:
         # The thoughts name other letters; they never reach the answer.
+        assert got.reasoning is not None
         assert "Option" in got.reasoning
         assert "<think>" not in got.text
     assert got.reasoning_tokens > 0 or shape not in ("reasoning", "think_inline", "length_empty")

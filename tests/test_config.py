@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,44 @@ def test_keyword_prompt_and_bertscore_settings() -> None:
     local = load(bert_model="/models/minilm", env={"DRVD_BERT_LAYERS": "6"})
     assert (local.bert_model, local.bert_layers) == ("/models/minilm", 6)
     assert load(bert_model="/models/minilm").bert_layers is None  # bert-score's own table
+
+
+def test_max_tokens_and_thinking_are_deviations_from_the_protocol(tmp_path: Path) -> None:
+    assert load("gpt-4o").deviations == {}
+    cfg = load("gpt-4o", env={"DRVD_MAX_TOKENS": "2048", "DRVD_THINKING": "off"})
+    assert (cfg.spec.max_tokens, cfg.spec.thinking) == (2048, False)
+    assert cfg.deviations == {"max_tokens": 2048, "thinking": "off"}
+    flagged = load("gpt-4o", env={"DRVD_MAX_TOKENS": "2048"}, max_tokens=300, thinking="ON")
+    assert flagged.deviations == {"max_tokens": 300, "thinking": "on"}  # the flag wins
+    assert load("deepseek-thinking").deviations == {"max_tokens": 8192, "thinking": "on"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        ({"max_tokens": 0}, "--max-tokens='0' is not valid: must be at least 1"),
+        ({"thinking": "maybe"}, "--thinking='maybe' is not valid: must be on or off"),
+        ({"model": "qwen", "thinking": "on"}, "DashScope allows thinking only in streaming"),
+    ],
+)
+def test_reasoning_settings_are_checked_before_any_work(flags: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load(**{"model": "gpt-4o", **flags})
+
+
+def test_models_file_from_the_environment_names_models_and_judges(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[models.local-vl]\nmodel = "Qwen2.5-VL-7B"\nbase_url = "http://127.0.0.1:8000/v1"\n'
+        '[models.local-judge]\nmodel = "qwen3-8b"\nbase_url = "http://127.0.0.1:8001/v1"\n',
+        encoding="utf-8",
+    )
+    env = {"DRVD_MODELS_FILE": str(path), "DRVD_JUDGE": "local-judge"}
+    cfg = load("local-vl", env=env)
+    assert (cfg.spec.model, cfg.spec.provider, cfg.spec.source) == (
+        "Qwen2.5-VL-7B", "generic", str(path),
+    )  # fmt: skip
+    assert cfg.judge is not None
+    assert cfg.judge.base_url == "http://127.0.0.1:8001/v1"
+    with pytest.raises(ConfigError, match="unknown model 'local-vl'"):
+        load("local-vl")  # without the file the alias does not exist
