@@ -212,6 +212,13 @@ def _knob_value(knob: Knob, flags: Mapping[str, Any], env: Mapping[str, str]) ->
         raise ConfigError(msg) from exc
 
 
+def _limit(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        msg = f"--limit {value}: must be at least 1 (leave it out for every row)"
+        raise ConfigError(msg)
+    return value
+
+
 def default_run_name(model: str) -> str:
     """Derive a folder-safe run name from a model name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "run"
@@ -300,7 +307,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         out=Path(flags.get("out") or DEFAULT_OUT),
         run_name=flags.get("run_name") or default_run_name(spec.alias),
         protocol=protocol,
-        limit=flags.get("limit"),
+        limit=_limit(flags.get("limit")),
         concurrency=values["concurrency"]
         if values["concurrency"] is not None
         else spec.concurrency,

@@ -289,6 +289,13 @@ def test_keyword_prompt_and_bertscore_settings() -> None:
     assert load(bert_model="/models/minilm").bert_layers is None  # bert-score's own table
 
 
+@pytest.mark.parametrize("limit", [0, -3])
+def test_limit_must_be_positive(limit: int) -> None:
+    with pytest.raises(ConfigError, match=f"--limit {limit}: must be at least 1"):
+        load(limit=limit)
+    assert load(limit=2).limit == 2
+
+
 def test_max_tokens_and_thinking_are_deviations_from_the_protocol(tmp_path: Path) -> None:
     assert load("gpt-4o").deviations == {}
     cfg = load("gpt-4o", env={"DRVD_MAX_TOKENS": "2048", "DRVD_THINKING": "off"})
