@@ -11,9 +11,33 @@ A 429 pauses the whole throttle, not just the task that saw it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
+
+
+class Clock(Protocol):
+    """Seconds, monotonic, and a way to wait for them (tests drive a virtual one)."""
+
+    def __call__(self) -> float:
+        """Return the current time."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's clock."""
+
+    def __call__(self) -> float:
+        """Return the loop's time."""
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the loop."""
+        await asyncio.sleep(seconds)
 
 
 def _bucket(per_minute: float, capacity: float) -> AsyncLimiter:
@@ -28,25 +52,21 @@ class Throttle:
         *,
         rpm: float | None = None,
         tpm: float | None = None,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock | None = None,
     ) -> None:
         """Pace at `rpm` requests and `tpm` tokens per minute (None: unpaced).
 
         Args:
             rpm: requests per minute, counted per attempt.
-            tpm: estimated tokens per minute.
-            clock: seconds, monotonic; default the running loop's clock. Tests inject a fake
-                clock and `sleep` together.
-            sleep: how to wait.
+            tpm: estimated tokens per minute (aiolimiter's bucket, on the loop's own clock).
+            clock: the clock pauses and request pacing run on; default the running loop's.
         """
         # Built inside the running loop: aiolimiter binds to the loop that first uses it.
         self._interval = 60.0 / rpm if rpm else 0.0
         self._next_slot = 0.0  # clock time of the next free request slot
         self._tpm = _bucket(tpm, max(1.0, tpm / 60)) if tpm else None
         self._paused_until = 0.0
-        self._clock = clock or (lambda: asyncio.get_running_loop().time())
-        self._sleep = sleep
+        self._clock: Clock = clock or LoopClock()
 
     def pause(self, seconds: float) -> None:
         """Hold every later acquire for `seconds` from now (a 429 told us to back off)."""
@@ -56,13 +76,13 @@ class Throttle:
         """Wait until a request of `tokens` estimated tokens may be sent."""
         # A loop, not an Event: another 429 may extend the pause while we sleep.
         while (delay := self._paused_until - self._clock()) > 0:
-            await self._sleep(delay)
+            await self._clock.sleep(delay)
         if self._interval:
             now = self._clock()
             slot = max(self._next_slot, now)  # an idle gap is not banked as a burst
             self._next_slot = slot + self._interval
             if slot > now:
-                await self._sleep(slot - now)
+                await self._clock.sleep(slot - now)
         if self._tpm is not None:
             # A request may need more tokens than the bucket holds: take them in bucket-sized
             # bites, so the long-run rate still honours TPM.

@@ -28,7 +28,7 @@ from pipeline.metrics import BertScore
 from pipeline.models import APIModel, RandomModel, Responder
 from pipeline.progress import RunProgress
 from pipeline.prompts import build_request
-from pipeline.ratelimit import Throttle
+from pipeline.ratelimit import Clock, Throttle
 from pipeline.records import ResultRow, Sample
 from pipeline.registry import thinking_body
 from pipeline.results import ResultsFile
@@ -282,7 +282,14 @@ class Run:
             progress.close()
             for output in self.outputs.values():
                 await output.close()
-            # Written on every exit, Ctrl-C included: everything recorded so far.
+            if self.state.fatal == INTERRUPTED:
+                # An append the interrupt cut short may have reached the file before it was
+                # recorded: the files decide what the partial summary counts.
+                self.state.scorer = Scorer(official_quirks=self.cfg.official_quirks)
+                for stem, output in self.outputs.items():
+                    for row in output.finished().values():
+                        self.state.scorer.add(stem, row)
+            # Written on every exit, Ctrl-C included.
             summary = self.summary()
             write_summary(self.cfg.run_dir, summary)
         if not self.state.fatal:
@@ -299,15 +306,23 @@ async def run_eval(
     *,
     show_progress: bool = True,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Clock | None = None,
 ) -> RunResult:
-    """Evaluate `cfg.spec` on the dataset; `sleep` replaces backoff sleeps (tests)."""
+    """Evaluate `cfg.spec` on the dataset.
+
+    Args:
+        cfg: the run's settings.
+        show_progress: draw the progress bar (or print progress lines).
+        sleep: replaces the retry backoff's sleeps (tests).
+        clock: the clock pacing and 429 pauses run on (tests: a virtual one).
+    """
     async with AsyncExitStack() as stack:
         responder: Responder = RandomModel(seed=cfg.seed)
         if cfg.spec.remote:
-            responder = await _api_model(cfg, stack, sleep)
+            responder = await _api_model(cfg, stack, sleep, clock)
         judge = None
         if (judge_cfg := cfg.judge_config()) is not None:
-            model = await _api_model(judge_cfg, stack, sleep)
+            model = await _api_model(judge_cfg, stack, sleep, clock)
             bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
             if bert is not None:
                 stack.callback(bert.close)
@@ -317,7 +332,10 @@ async def run_eval(
 
 
 async def _api_model(
-    cfg: EvalConfig, stack: AsyncExitStack, sleep: Callable[[float], Awaitable[None]] | None
+    cfg: EvalConfig,
+    stack: AsyncExitStack,
+    sleep: Callable[[float], Awaitable[None]] | None,
+    clock: Clock | None,
 ) -> APIModel:
     """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and pace."""
     extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
@@ -335,7 +353,7 @@ async def _api_model(
     return APIModel(
         cfg,
         client,
-        throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
+        throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm, clock=clock),
         cache=ResponseCache(cfg.cache_dir) if cfg.use_cache else None,
         images=ImageCache(cfg.cache_dir),
         sleep=sleep,

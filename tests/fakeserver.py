@@ -497,7 +497,9 @@ class FakeServer:
             body = orjson.dumps({"error": {"message": message, "type": etype, "code": code}})
             wait = cfg.retry_after if retry_after is None else retry_after
             bare = outcome in NO_RETRY_AFTER or not cfg.retry_after_header
-            hint = {"Retry-After": f"{wait:g}"} if status == 429 and not bare else None
+            hint = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+            if status == 429 and not bare:
+                hint["Retry-After"] = f"{wait:g}"
             return web.Response(
                 status=status, body=body, content_type="application/json", headers=hint
             )

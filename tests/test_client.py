@@ -139,6 +139,7 @@ async def test_429_carries_retry_after_and_request_id_from_the_answer(session, f
     with pytest.raises(RetryableError) as info:
         await _client(session, fake_server).complete(_request(), IMAGE)
     assert info.value.retry_after == 2.5
+    assert info.value.request_id == "req-1"
     assert info.value.code == "rate_limit_exceeded"
     assert "Rate limit reached" in str(info.value)
 
@@ -150,6 +151,11 @@ async def test_hang_hits_the_per_attempt_timeout(session, fake_server):
         await client.complete(_request(), IMAGE)
     # the next attempt on the same session gets its own fresh deadline and succeeds
     assert (await client.complete(_request(), IMAGE)).text
+    # The deadline is the one given: an answer after 0.5 s misses 0.2 s and makes 2 s.
+    fake_server.config.latency = 0.5
+    with pytest.raises(RetryableError, match="per-attempt timeout"):
+        await client.complete(_request(), IMAGE)
+    assert (await _client(session, fake_server, timeout=2.0).complete(_request(), IMAGE)).text
 
 
 async def test_connection_refused_is_retryable(session):

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from PIL import Image
 
+from pipeline import dataset
 from pipeline.dataset import (
     count_rows,
     find_root,
@@ -307,18 +308,21 @@ def test_resolve_image_hf_layout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("on_disk", "rel"),
+    ("on_disk", "rel", "layout"),
     [
-        ("images/images/ct/0001.png", IMG),  # first folder doubled
-        ("drvd-bench/images/ct/0001.png", IMG),  # extra layer under the root
-        ("images/ct/0001.png", "drvd-bench/images/ct/0001.png"),  # extra layer in the path
+        ("images/images/ct/0001.png", IMG, ("images", 0)),  # first folder doubled
+        ("drvd-bench/images/ct/0001.png", IMG, ("drvd-bench", 0)),  # extra layer under the root
+        ("images/ct/0001.png", "drvd-bench/images/ct/0001.png", ("", 1)),  # extra layer in the path
     ],
 )
-def test_resolve_image_kaggle_quirks(tmp_path: Path, on_disk: str, rel: str) -> None:
+def test_resolve_image_kaggle_quirks(
+    tmp_path: Path, on_disk: str, rel: str, layout: tuple[str, int]
+) -> None:
     path = _image(tmp_path, on_disk)
     other = _image(tmp_path, on_disk.replace("0001", "0002"))
     assert resolve_image(tmp_path, rel) == path
-    # The discovered layout is remembered and applies to the next row too.
+    # The discovered layout is remembered (no search for the next row) and applies to it too.
+    assert dataset._LAYOUTS[tmp_path] == (tmp_path / layout[0], layout[1])
     assert resolve_image(tmp_path, rel.replace("0001", "0002")) == other
     assert resolve_image(tmp_path, rel.replace("0001", "0003")) is None
 

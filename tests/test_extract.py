@@ -389,11 +389,25 @@ def test_choice_never_raises_and_only_returns_offered_letters(
     assert result is None or result in option_letters(options)
 
 
+@st.composite
+def chain_cases(draw: st.DrawFn) -> tuple[str | None, int, str]:
+    """A reply (often a run of letters, some allowed, some not), n and the allowed letters."""
+    letters = draw(st.one_of(st.sampled_from(["ABCD", "ABCDEFGH", "abc"]), st.text(max_size=8)))
+    n = draw(st.integers(min_value=-1, max_value=6))
+    alphabet = "".join(c for c in letters if c.isalpha()) or "ABCD"
+    pool = st.sampled_from(alphabet + alphabet.lower() + "XZ")  # mostly allowed letters
+    runs = st.lists(pool, min_size=max(n, 0), max_size=max(n, 0) + 1)
+    separator = st.sampled_from([",", ", ", " ", "\n", ",,"])
+    reply = draw(st.one_of(replies, st.builds(lambda xs, sep: sep.join(xs), runs, separator)))
+    return reply, n, letters
+
+
 @settings(max_examples=300, deadline=None)
-@given(replies, st.integers(min_value=-1, max_value=6), st.text(max_size=8))
+@given(chain_cases())
 def test_chain_never_raises_and_returns_n_allowed_letters(
-    reply: str | None, n: int, letters: str
+    case: tuple[str | None, int, str],
 ) -> None:
+    reply, n, letters = case
     result = extract_chain(reply, n=n, letters=letters)
     if result is not None:
         parts = result.split(",")

@@ -269,29 +269,36 @@ def test_cache_is_thread_safe(tmp_path: Path) -> None:
 
 def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path: Path) -> None:
     budget = PixelBudget(pixels=100 * 100 * 3)  # three 100x100 images fit at once
-    small = [_save(_noise((100, 100), seed=i), tmp_path / f"s{i}.png") for i in range(6)]
+    small = [_save(_noise((100, 100), seed=i), tmp_path / f"s{i}.png") for i in range(4)]
     large = _save(_noise((200, 200)), tmp_path / "large.png")  # over the budget on its own
-    active: list[str] = []
-    overlaps: list[tuple[str, ...]] = []
-    lock = threading.Lock()
-    # Small encodes wait inside until three are in: it breaks (fails) unless they share.
-    together = threading.Barrier(3, timeout=10)
 
-    def encode(path: Path) -> None:
-        with budget.hold(path):
-            with lock:
-                active.append(path.stem)
-                overlaps.append(tuple(active))
-            if path.stem != "large":
-                together.wait()
-            with lock:
-                active.remove(path.stem)
+    def waiter(path: Path, entered: threading.Event, leave: threading.Event) -> threading.Thread:
+        def hold() -> None:
+            with budget.hold(path):
+                entered.set()
+                leave.wait(10)
 
-    threads = [threading.Thread(target=encode, args=(p,)) for p in [large, *small, large]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(len(seen) == 1 for seen in overlaps if "large" in seen)  # never beside another
-    assert not together.broken
-    assert len(overlaps) == 8
+        thread = threading.Thread(target=hold)
+        thread.start()
+        return thread
+
+    release = threading.Event()
+    three = [threading.Event() for _ in range(3)]
+    holders = [waiter(p, e, release) for p, e in zip(small[:3], three, strict=True)]
+    assert all(e.wait(5) for e in three)  # three small ones share the budget
+    fourth, big = threading.Event(), threading.Event()
+    waiting = [waiter(small[3], fourth, release), waiter(large, big, release)]
+    assert not fourth.wait(0.2)  # a fourth would pass the budget: it waits
+    assert not big.is_set()  # and the large one waits for the others to finish
+    release.set()
+    for thread in holders + waiting:
+        thread.join(10)
+    assert fourth.is_set()
+    assert big.is_set()
+
+
+def test_an_image_over_the_budget_runs_alone_but_runs(tmp_path: Path) -> None:
+    budget = PixelBudget(pixels=100 * 100)
+    large = _save(_noise((200, 200)), tmp_path / "large.png")
+    with budget.hold(large):  # alone: never blocked by its own size
+        pass

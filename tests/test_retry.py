@@ -374,6 +374,7 @@ async def test_retrying_backoff_is_capped_full_jitter():
     ceilings = [min(3, 0.5 * 2**n) for n in range(39)]
     assert all(0 <= w <= c for w, c in zip(rec.sleeps, ceilings, strict=True))
     assert max(rec.sleeps[5:]) > 1  # the ceiling really grows (39 draws all ≤ 1 is ~impossible)
+    assert min(rec.sleeps[5:]) < 2.5  # and the wait is drawn below it (chance to fail: 6^-34)
 
 
 @pytest.mark.parametrize(
