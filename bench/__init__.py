@@ -1,6 +1,8 @@
 """`make bench`: measure drvd-pipeline against the physical bound and write docs/BENCHMARKS.md.
 
 python -m bench [--quick] [--only SECTION,...] [--keep] [--workdir DIR]
+
+The `mutants` section (last) is the test suite's mutation check: `python -m bench.mutants`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     host = machine()
     bench = Bench(work, plan)
+    from bench.mutants import section_mutants  # here: `python -m bench.mutants` runs it
     from bench.peer import section_peer  # here: `python -m bench.peer` runs it
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     try:
-        run_sections(bench, only, section_peer, on_error=_report_error)
+        run_sections(bench, only, section_peer, on_error=_report_error, mutants=section_mutants)
     except KeyboardInterrupt:
         print("\ninterrupted: every child process stopped", file=sys.stderr)
         return 130

@@ -20,11 +20,12 @@ from typing import Any
 
 from bench.data import make_full, make_scaled, prewarm, subset
 from bench.proc import FAULT_KINDS, ChildRun, Server, Sim, free_port, run_pipeline
+from bench.reader import section_reader
 from bench.table import Line, ratio
 from pipeline.images import ImageCache, encode_image
 from pipeline.records import ImageSpec
 
-SECTIONS = ("encode", "full", "throughput", "overhead", "faults", "peer")
+SECTIONS = ("reader", "encode", "full", "throughput", "overhead", "faults", "peer", "mutants")
 LATENCY = 0.5
 JITTER = 0.5
 FAULT_RATE = 0.1
@@ -44,11 +45,12 @@ class Plan:
     fault_rows: int = 4096
     rpm_rows: int = 500
     scale: int = 4  # memory scaling: rows x scale
+    mutants: int = 0  # planted bugs to try (bench/mutant_list.py); 0: all of them
 
     @classmethod
     def quick(cls) -> Plan:
         """Return a plan that finishes in about a minute."""
-        return cls(rows=800, images=60, large=1, waves=5, fault_rows=384, rpm_rows=150)
+        return cls(rows=800, images=60, large=1, waves=5, fault_rows=384, rpm_rows=150, mutants=4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,13 +424,16 @@ def run_sections(
     peer: Callable[[Bench], None],
     *,
     on_error: Callable[[str, Exception], Line],
+    mutants: Callable[[Bench], None] | None = None,
 ) -> None:
     """Run the chosen sections in an order where each one's caches are what it states."""
-    b.images, described = make_full(
-        b.data, rows=b.plan.rows, images=b.plan.images, large=b.plan.large
-    )
-    b.setup.append(described)
+    if set(only) - {"reader", "mutants"}:  # these need no dataset
+        b.images, described = make_full(
+            b.data, rows=b.plan.rows, images=b.plan.images, large=b.plan.large
+        )
+        b.setup.append(described)
     steps: list[tuple[str, Callable[[Bench], None]]] = [
+        ("reader", lambda b: section_reader(b.lines)),
         ("encode", section_encode),
         ("full", section_full),  # before any other run: it wants cold caches
         ("warm", lambda b: b.setup.append(prewarm(b.data, b.cache))),
@@ -436,6 +441,7 @@ def run_sections(
         ("overhead", section_overhead),
         ("faults", section_faults),
         ("peer", peer),
+        ("mutants", mutants or (lambda b: None)),  # last: it runs the tests, not the engine
     ]
     wanted = set(only) | (
         {"warm"} if {"throughput", "overhead", "faults", "peer"} & set(only) else set()

@@ -352,6 +352,19 @@ async def test_retry_after_pauses_every_worker(
     assert a_retried.received >= limited.received + 2.0
 
 
+async def test_retry_after_zero_pauses_nobody(
+    fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
+) -> None:
+    fake_server.config.script = ["429"]
+    fake_server.config.retry_after = 0.0
+    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    assert a.completion is not None
+    assert b.completion is not None
+    # The server's word beats our jittered backoff: "retry now" holds no other worker.
+    b_sent, _ = later
+    assert b_sent.received - limited.received == pytest.approx(0.0, abs=1e-9)
+
+
 async def test_429_without_retry_after_pauses_for_the_backoff(
     fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
 ) -> None:

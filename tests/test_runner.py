@@ -15,6 +15,7 @@ from fakeserver import FakeConfig, running
 
 from pipeline.cache import ResponseCache
 from pipeline.config import load_config
+from pipeline.prompts import DISCRETE_MAX_TOKENS, SYSTEM_ANALYSIS, SYSTEM_DISCRETE
 from pipeline.records import FILES
 from pipeline.runner import EXIT_FAILED_ROWS, EXIT_FATAL, EXIT_OK, run_eval
 from pipeline.summary import score_run
@@ -368,3 +369,20 @@ async def test_a_successful_keyed_run_writes_the_key_nowhere(tmp_path: Path) -> 
     assert len(written) > 40
     for blob in [stdout, stderr, *(p.read_bytes() for p in written)]:
         assert secret.encode() not in blob
+
+
+async def test_each_row_gets_its_own_template_in_a_merged_file(tmp_path: Path) -> None:
+    data = dataset(tmp_path, total=40)
+    evidence = (data / "visual_evidence_qa.jsonl").read_bytes().splitlines()
+    independent = (data / "independent_qa.jsonl").read_bytes().splitlines()
+    # The official scripts take the template from the first line; we decide per row.
+    merged = [evidence[0], *independent[:3], evidence[1]]
+    (data / "independent_qa.jsonl").write_bytes(b"\n".join(merged) + b"\n")
+    async with running() as server:
+        cfg = config(data, tmp_path / "out", server.url, files="independent_qa")
+        result = await run_eval(cfg, show_progress=False)
+        sent = [(e.system, e.params.get("max_tokens")) for e in server.ledger.entries]
+    assert result.exit_code == EXIT_OK
+    assert sorted(sent, key=str) == sorted(
+        [(SYSTEM_ANALYSIS, None)] * 2 + [(SYSTEM_DISCRETE, DISCRETE_MAX_TOKENS)] * 3, key=str
+    )

@@ -1,0 +1,354 @@
+"""The planted bugs of the mutation check (`bench/mutants.py`): one realistic bug each.
+
+`old` must occur exactly once in `path`: after a refactor the check names the mutant that went
+stale instead of silently passing. `tests` are the test files that should catch it, fastest and
+most specific first (the run stops at the first failure); empty means the whole suite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Mutant:
+    """One planted bug: replace `old` (found exactly once) by `new` in `path`."""
+
+    name: str
+    path: str
+    old: str
+    new: str
+    why: str  # what a user would suffer if this bug shipped
+    tests: tuple[str, ...] = ()
+
+
+T = "tests/test_"
+MODELS = (f"{T}models.py", f"{T}runner.py")
+RETRY = (f"{T}retry.py", f"{T}client.py", f"{T}models.py")
+SCORING = (f"{T}scoring.py", f"{T}summary.py", f"{T}protocol.py", f"{T}parity.py")
+RESULTS = (f"{T}results.py", f"{T}runner.py", f"{T}summary.py")
+PACING = (f"{T}ratelimit.py", f"{T}models.py", f"{T}runner.py")
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- runner: resume --------------------------------------------------------------------------
+    Mutant(
+        "resume-resends-done",
+        "pipeline/runner.py",
+        "                if (stem, sample.key) in self.state.done:\n                    continue\n",
+        "",
+        "a resumed run re-answers every finished row: with --no-cache (or a new cache) it pays "
+        "for all of them again",
+        (f"{T}runner.py", f"{T}cli.py"),
+    ),
+    Mutant(
+        "failed-rows-count-as-done",
+        "pipeline/runner.py",
+        "        if row.error is None:\n            self.state.done.add(item)\n",
+        "        self.state.done.add(item)\n        if row.error is None:\n",
+        "rows that failed after all retries are never tried again on rerun: they stay wrong",
+        (f"{T}runner.py", f"{T}cli.py"),
+    ),
+    # --- models: cache key -----------------------------------------------------------------------
+    Mutant(
+        "image-digest-not-in-key",
+        "pipeline/models.py",
+        "self._answer(request, self.cache_key(request, digest))",
+        "self._answer(request, self.cache_key(request, None))",
+        "two images with the same question share one cached answer: wrong answers, silently",
+        (f"{T}models.py", f"{T}runner.py", f"{T}cache.py"),
+    ),
+    Mutant(
+        "api-key-in-cache-key",
+        "pipeline/models.py",
+        'endpoint=self.cfg.spec.base_url or "",',
+        'endpoint=(self.cfg.spec.base_url or "") + (self.cfg.api_key or ""),',
+        "rotating the API key empties the cache (everything is paid again) and hashes the secret",
+        MODELS,
+    ),
+    # --- models: the cache -----------------------------------------------------------------------
+    Mutant(
+        "cache-not-written",
+        "pipeline/models.py",
+        "            self.cache.put(key, completion)  # durable before the row can count as done\n",
+        "            pass\n",
+        "no answer is ever cached: a rerun into a new --out pays for every call again",
+        MODELS,
+    ),
+    Mutant(
+        "cache-written-after-row",
+        "pipeline/models.py",
+        "            self.cache.put(key, completion)  # durable before the row can count as done\n",
+        "            asyncio.get_running_loop().call_later(1.0, self.cache.put, key, completion)\n",
+        "the row is recorded before its answer is cached: a crash in between pays that call again",
+        MODELS,
+    ),
+    Mutant(
+        "errors-cached",
+        "pipeline/models.py",
+        "        except APIError as exc:\n            return Outcome(",
+        "        except APIError as exc:\n"
+        "            if self.cache is not None:\n"
+        "                self.cache.put(key, Completion(text=str(exc)))\n"
+        "            return Outcome(",
+        "a refused or timed-out row is cached: every rerun replays the error text as its answer",
+        MODELS,
+    ),
+    # --- models: slots, throttle, fatal errors, usage --------------------------------------------
+    Mutant(
+        "slot-held-across-backoff",
+        "pipeline/models.py",
+        "        async for attempt in AsyncRetrying(**self._retry_kwargs):\n"
+        "            with attempt:\n"
+        "                # The slot is held per attempt, never across a backoff sleep.\n"
+        "                async with self.slots:\n",
+        "        async with self.slots:\n"
+        "          async for attempt in AsyncRetrying(**self._retry_kwargs):\n"
+        "            with attempt:\n"
+        "                if True:\n",
+        "rows backing off keep their slots: under faults throughput collapses, or deadlocks at C=1",
+        MODELS,
+    ),
+    Mutant(
+        "semaphore-per-attempt",
+        "pipeline/models.py",
+        "                async with self.slots:\n",
+        "                async with asyncio.Semaphore(self.cfg.concurrency):\n",
+        "--concurrency is not enforced: every row is in flight at once and the provider 429s",
+        (f"{T}models.py", f"{T}client.py", f"{T}runner.py"),
+    ),
+    Mutant(
+        "429-pauses-own-row-only",
+        "pipeline/models.py",
+        "            self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)\n",
+        "            pass\n",
+        "after a 429 every other worker keeps sending: a storm of 429s and a longer ban",
+        PACING,
+    ),
+    Mutant(
+        "pause-ignores-retry-after",
+        "pipeline/models.py",
+        "self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)",
+        "self.throttle.pause(wait)",
+        "a 429 with Retry-After: 0 still stops every worker for one row's jittered backoff "
+        "(up to 60 s): throughput collapses",
+        PACING,
+    ),
+    Mutant(
+        "fatal-does-not-stop-others",
+        "pipeline/models.py",
+        "            self.stopped = self.stopped or exc\n",
+        "",
+        "after a bad key or an empty account every queued row still sends its request",
+        MODELS,
+    ),
+    Mutant(
+        "usage-retries-off-by-one",
+        "pipeline/models.py",
+        "retries=sent[0] - 1,",
+        "retries=sent[0],",
+        "the summary reports one retry per answered row even when nothing was retried",
+        (f"{T}models.py", f"{T}runner.py", f"{T}summary.py"),
+    ),
+    # --- ratelimit -------------------------------------------------------------------------------
+    Mutant(
+        "rpm-interval-not-waited",
+        "pipeline/ratelimit.py",
+        "            if slot > now:\n",
+        "            if False:  # the slot is reserved, never waited for\n",
+        "--rpm reserves slots but never waits for them: a minute's allowance goes out at once",
+        PACING,
+    ),
+    Mutant(
+        "pause-shortened",
+        "pipeline/ratelimit.py",
+        "self._paused_until = max(self._paused_until, ",
+        "self._paused_until = max(0.0, ",
+        "a later, shorter 429 hint cuts short a longer pause already in force: more 429s",
+        PACING,
+    ),
+    # --- retry: classification and backoff -------------------------------------------------------
+    Mutant(
+        "retry-after-not-parsed",
+        "pipeline/retry.py",
+        "    retry_after = _retry_after(hdrs, message)\n",
+        "    retry_after = None\n",
+        "Retry-After / retry-after-ms / 'try again in' are ignored: retries land inside the ban",
+        RETRY,
+    ),
+    Mutant(
+        "backoff-ignores-hint",
+        "pipeline/retry.py",
+        "        return max(hint or 0.0, jitter)\n",
+        "        return jitter\n",
+        "a row retries after its jittered backoff even when the server asked for a longer wait",
+        RETRY,
+    ),
+    Mutant(
+        "moderation-retried",
+        "pipeline/retry.py",
+        'make(RowError, "Content moderation refused this row; it is not retried.")',
+        'make(RetryableError, "Content moderation refused this row; it is not retried.")',
+        "a moderated row is sent 7 times, paid each time, and delays the run by its backoff",
+        RETRY,
+    ),
+    Mutant(
+        "503-not-retried",
+        "pipeline/retry.py",
+        "    if status in (408, 409) or status >= 500:\n"
+        '        return make(RetryableError, "Transient (retryable).")\n'
+        "    if 400 <= status < 500:\n",
+        "    if status in (408, 409, 500):\n"
+        '        return make(RetryableError, "Transient (retryable).")\n'
+        "    if 400 <= status:\n",
+        "a provider's brief overload (503) fails rows for good instead of retrying them",
+        RETRY,
+    ),
+    Mutant(
+        "401-retryable",
+        "pipeline/retry.py",
+        "    if status in (401, 403):\n",
+        "    if status == 401:\n"
+        '        return make(RetryableError, "Unauthorized (retryable).")\n'
+        "    if status in (401, 403):\n",
+        "a wrong key is retried with backoff on every row instead of stopping the run at once",
+        (f"{T}retry.py", f"{T}client.py", f"{T}runner.py"),
+    ),
+    # --- client ----------------------------------------------------------------------------------
+    Mutant(
+        "secret-not-scrubbed",
+        "pipeline/client.py",
+        '            raw = raw.replace(self._secret, b"***")\n',
+        "            raw = raw\n",
+        "a gateway that echoes the key puts it in error messages, results files and logs",
+        (f"{T}client.py", f"{T}runner.py", f"{T}cli.py"),
+    ),
+    # --- results files ---------------------------------------------------------------------------
+    Mutant(
+        "torn-line-not-cut",
+        "pipeline/results.py",
+        "        _cut_torn_tail(self.path)\n",
+        "",
+        "after a crash the next append glues a row onto the torn line: the file is damaged",
+        RESULTS,
+    ),
+    Mutant(
+        "finalize-keeps-first",
+        "pipeline/results.py",
+        'latest[key] = (int(meta.get("line") or 0), offset, length)',
+        'latest.setdefault(key, (int(meta.get("line") or 0), offset, length))',
+        "a row retried on resume keeps its old failed line in the final file",
+        RESULTS,
+    ),
+    Mutant(
+        "append-not-flushed",
+        "pipeline/results.py",
+        "        await self._handle.flush()\n",
+        "",
+        "rows sit in a Python buffer: a kill -9 loses answered (and paid) rows",
+        RESULTS,
+    ),
+    # --- scoring ---------------------------------------------------------------------------------
+    Mutant(
+        "mcq-strip",
+        "pipeline/scoring.py",
+        'return response == answer.split(".")[0].strip()',
+        'return response.strip() == answer.split(".")[0].strip()',
+        "MCQ scores differ from the official scorer, which compares the response unstripped",
+        SCORING,
+    ),
+    Mutant(
+        "joint-strip",
+        "pipeline/scoring.py",
+        "tokens[i] == letter)",
+        "tokens[i].strip() == letter)",
+        "joint 'B, D, A, C' scores right while the official split (no strip) scores it wrong",
+        SCORING,
+    ),
+    Mutant(
+        "empty-report-scored",
+        "pipeline/scoring.py",
+        "answer and isinstance(response, str) and response):",
+        "answer and isinstance(response, str)):",
+        "empty report predictions are scored (BLEU 0) instead of dropped as official",
+        SCORING,
+    ),
+    Mutant(
+        "quirks-scores-extracted",
+        "pipeline/scoring.py",
+        "response = official_response(row) if official_quirks else row.model_response",
+        "response = row.model_response",
+        "--official-quirks scores our extracted answers: it no longer reproduces the official scorer",
+        SCORING,
+    ),
+    # --- summary ---------------------------------------------------------------------------------
+    Mutant(
+        "errors-not-in-denominator",
+        "pipeline/summary.py",
+        "def _mcq_section(rows: Iterable[RowScore]) -> dict[str, Any]:\n    rows = list(rows)\n",
+        "def _mcq_section(rows: Iterable[RowScore]) -> dict[str, Any]:\n"
+        "    rows = [r for r in rows if not r.error]\n",
+        "failed rows drop out of the MCQ accuracy: a flaky provider inflates the score",
+        (f"{T}summary.py", f"{T}protocol.py", f"{T}scoring.py"),
+    ),
+    Mutant(
+        "usage-from-counters",
+        "pipeline/summary.py",
+        "{**sum((r.usage for r in rows), Usage()).to_json()}",
+        "{**self._usage.to_json()}",
+        "the model's usage in summary.json includes the judge's calls and tokens",
+        (f"{T}summary.py", f"{T}judge.py", f"{T}runner.py"),
+    ),
+    # --- extract and judge -----------------------------------------------------------------------
+    Mutant(
+        "extract-unoffered-letter",
+        "pipeline/extract.py",
+        '        letter = match["letter"].upper()\n'
+        "        return letter if letter in offered else None\n",
+        '        return match["letter"].upper()\n',
+        "a reply 'E' to a four-option row is stored as answer E instead of unreadable",
+        (f"{T}extract.py", f"{T}judge.py"),
+    ),
+    Mutant(
+        "judge-grades-extracted-rows",
+        "pipeline/judge.py",
+        'if row.kind in ("evidence", "independent") and row.answer_source == "none":',
+        'if row.kind in ("evidence", "independent"):',
+        "every MCQ row is paid for again by the judge, whose mapping may override a read answer",
+        (f"{T}judge.py",),
+    ),
+    # --- dataset, images, prompts ----------------------------------------------------------------
+    Mutant(
+        "key-by-line-number",
+        "pipeline/dataset.py",
+        'key = f"{digest}#{seen[digest]}"',
+        'key = f"{digest}#{line_no}"',
+        "a reordered or merged dataset file re-runs (and re-pays) every moved row on resume",
+        (f"{T}dataset.py", f"{T}runner.py"),
+    ),
+    Mutant(
+        "resize-rounds",
+        "pipeline/images.py",
+        "(int(w * ratio), int(h * ratio))",
+        "(round(w * ratio), round(h * ratio))",
+        "images sent differ by a pixel from the official encoder's: not the official protocol",
+        (f"{T}images.py",),
+    ),
+    Mutant(
+        "template-from-first-row",
+        "pipeline/runner.py",
+        "            request = build_request(sample, self.cfg.protocol",
+        "            first = self.__dict__.setdefault(f'first {stem}', sample)  # the file's first row\n"
+        '            as_first = __import__("dataclasses").replace(sample, kind=first.kind)\n'
+        "            request = build_request(as_first, self.cfg.protocol",
+        "a merged or reordered file gets its first row's template for every row (official quirk)",
+        (f"{T}runner.py", f"{T}protocol.py", f"{T}parity.py", f"{T}cli.py"),
+    ),
+    Mutant(
+        "independent-no-max-tokens",
+        "pipeline/prompts.py",
+        "            max_tokens=DISCRETE_MAX_TOKENS,\n",
+        "",
+        "independent_qa is sent without max_tokens 50: long, costly replies, not the protocol",
+        (f"{T}prompts.py", f"{T}protocol.py"),
+    ),
+)
