@@ -87,6 +87,11 @@ CHOICE_CASES = [
     ("Reasoning: the organ is retroperitoneal.\n```text\nB. Kidney\n```", ORGAN, "B"),
     ('```json\n{"answer": "F"}\n```', ORGAN, "F"),
     # never a letter from English words or abbreviations
+    # a letter the row does not offer, however it is written
+    ("E", MODALITY, None),
+    ("(E)", MODALITY, None),
+    ("Looking at it:\n```\nE\n```", MODALITY, None),
+    ("Answer: E", MODALITY, None),
     ("A patient with abdominal pain.", ORGAN, None),
     ("I cannot determine this from the image.", ORGAN, None),
     ("This is a CT scan.", MODALITY, None),
