@@ -223,11 +223,6 @@ class ResultRow:
         """Say whether our runner wrote this row (it has a key and usage)."""
         return self.key is not None
 
-    @property
-    def cached(self) -> bool:
-        """Say whether the model's answer came from the response cache."""
-        return self.usage.cache_hits > 0
-
     def failed(
         self, message: str, *, status: int | None = None, code: str | None = None
     ) -> ResultRow:
