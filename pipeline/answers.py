@@ -17,8 +17,6 @@ again on the next run (such replies are never cached); its error names the flag 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pipeline.extract import extract_chain, extract_choice, is_refusal
 from pipeline.records import AnswerSource, ChatRequest, Completion, Outcome, ResultRow, Sample
 
@@ -30,26 +28,30 @@ def unanswered(sample: Sample, message: str) -> ResultRow:
 
 def result_row(sample: Sample, request: ChatRequest, outcome: Outcome) -> ResultRow:
     """Build one results row from what the model answered (or the error it ended with)."""
-    row = ResultRow(sample.row, sample.key, sample.kind, sample.line, usage=outcome.usage)
     completion = outcome.completion
     if completion is None:
+        row = ResultRow(sample.row, sample.key, sample.kind, sample.line, usage=outcome.usage)
         error = outcome.error
         if error is None:
             return row.failed("no answer")
         return row.failed(str(error), status=error.status, code=error.code)
-    row = replace(
-        row,
+    fate, answer = read_reply(sample, completion)
+    failed = fate in ("truncated", "empty")
+    return ResultRow(
+        sample.row,
+        sample.key,
+        sample.kind,
+        sample.line,
+        model_response=None if failed else answer or completion.text.strip(),
         raw_response=completion.text,
         reasoning_response=completion.reasoning,
         finish_reason=completion.finish_reason,
+        error=_why(fate, completion, request) if failed else None,
+        answer_source=fate,
         model=completion.model,
         request_id=completion.request_id,
+        usage=outcome.usage,
     )
-    fate, answer = read_reply(sample, completion)
-    if fate in ("truncated", "empty"):
-        return replace(row, answer_source=fate).failed(_why(fate, completion, request))
-    stripped = completion.text.strip()
-    return replace(row, answer_source=fate, model_response=answer or stripped)
 
 
 def read_reply(sample: Sample, completion: Completion) -> tuple[AnswerSource, str | None]:

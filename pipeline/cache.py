@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +86,8 @@ class ResponseCache:
 
     def put(self, key: str, completion: Completion) -> None:
         """Store a successful completion durably (callers never store errors)."""
-        write_atomic(self._path(key), orjson.dumps({"key": key, "completion": asdict(completion)}))
+        entry = {"key": key, "completion": completion.to_json()}
+        write_atomic(self._path(key), orjson.dumps(entry))
 
     def stats(self) -> dict[str, int]:
         """Count entries and bytes."""

@@ -53,20 +53,32 @@ readings all agree:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
 from pipeline import extract_rules as rx
 
 
+_SHORT = 24  # a reply this short may be a bare letter ("B", "(b)", "**Option C**")
+
 def option_letters(options: Sequence[str]) -> dict[str, str]:
     """Map each option's letter to its text, from strings like "A. CT", "A) CT", "(A) CT"."""
+    key = tuple(options)
+    try:
+        return dict(_letters(key))
+    except TypeError:  # an unhashable item (not a valid row): parse without the memo
+        return dict(_letters.__wrapped__(key))
+
+
+@functools.lru_cache(maxsize=1024)  # rows repeat their option lists: parse each list once
+def _letters(options: tuple[object, ...]) -> tuple[tuple[str, str], ...]:
     letters: dict[str, str] = {}
     for option in options:
         match = rx.OPTION.fullmatch(rx.fold(option)) if isinstance(option, str) else None
         if match:
             letters.setdefault(match[1].upper(), match[2].strip())
-    return letters
+    return tuple(letters.items())
 
 
 def is_refusal(text: str) -> bool:
@@ -85,6 +97,10 @@ def extract_choice(reply: str | None, options: Sequence[str]) -> str | None:
     if not isinstance(reply, str) or not offered:
         return None
     text = rx.unwrap(rx.fold(reply))
+    if len(text) <= _SHORT and (bare := rx.BARE.fullmatch(text)):
+        # Most replies are a bare letter: what the cascade would end with, read at once.
+        letter = bare["letter"].upper()
+        return letter if letter in offered else None
     if rx.REFUSAL.search(text):
         return None
     final = _cue_votes(text, offered, rx.FINAL)

@@ -105,6 +105,10 @@ class Completion:
     finish_reason: str | None = None  # "stop", "length", "content_filter", ...
     reasoning_tokens: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """Return the completion as a JSON object (what the response cache stores)."""
+        return {f.name: getattr(self, f.name) for f in fields(Completion)}
+
     @property
     def keep(self) -> bool:
         """Say whether the reply is worth caching: an empty or cut-off reply is tried again."""
@@ -123,7 +127,24 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Usage)))
+        return Usage(
+            self.api_calls + other.api_calls,
+            self.retries + other.retries,
+            self.cache_hits + other.cache_hits,
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            self.api_calls - other.api_calls,
+            self.retries - other.retries,
+            self.cache_hits - other.cache_hits,
+            self.prompt_tokens - other.prompt_tokens,
+            self.completion_tokens - other.completion_tokens,
+            self.reasoning_tokens - other.reasoning_tokens,
+        )
 
     def to_json(self) -> dict[str, int]:
         """Return the counts as a JSON object."""

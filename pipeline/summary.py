@@ -77,7 +77,7 @@ class Scorer:
         for i, value in enumerate((1, row.error, len(row.hits), sum(row.hits))):
             self._running[i] += sign * value
         usage = row.usage + row.judge_usage
-        self._usage = self._usage + (usage if sign > 0 else _negate(usage))
+        self._usage = self._usage + usage if sign > 0 else self._usage - usage
 
     def running(self) -> dict[str, Any]:
         """Return cheap running totals over MCQ rows and joint levels, for the progress line."""
@@ -171,10 +171,6 @@ class Scorer:
             "failed_rows": sum(r.error for r in rows),
             "judge": {**judge, "models_returned": models},
         }
-
-
-def _negate(usage: Usage) -> Usage:
-    return Usage(*(-v for v in usage.to_json().values()))
 
 
 def _accuracy(correct: int, n: int) -> float | None:
