@@ -62,6 +62,7 @@ from pipeline import extract_rules as rx
 
 _SHORT = 24  # a reply this short may be a bare letter ("B", "(b)", "**Option C**")
 
+
 def option_letters(options: Sequence[str]) -> dict[str, str]:
     """Map each option's letter to its text, from strings like "A. CT", "A) CT", "(A) CT"."""
     key = tuple(options)
