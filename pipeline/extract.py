@@ -59,7 +59,6 @@ from collections.abc import Sequence
 
 from pipeline import extract_rules as rx
 
-
 _SHORT = 24  # a reply this short may be a bare letter ("B", "(b)", "**Option C**")
 
 
