@@ -329,10 +329,15 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     )
 
 
+def _one_knob(name: str, flag: Any, env: Mapping[str, str] | None) -> Any:
+    """Return one setting alone (flag, else variable, else default), for commands other than eval."""
+    knob = next(k for k in KNOBS if k.name == name)
+    return _knob_value(knob, {name: flag}, os.environ if env is None else env)
+
+
 def cache_dir(flag: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
     """Return the response-cache folder: `--cache-dir`, else DRVD_CACHE_DIR, else `cache/`."""
-    knob = next(k for k in KNOBS if k.name == "cache_dir")
-    return Path(_knob_value(knob, {"cache_dir": flag}, os.environ if env is None else env))
+    return Path(_one_knob("cache_dir", flag, env))
 
 
 def malloc_arenas_set(env: Mapping[str, str] | None = None) -> bool:
@@ -353,6 +358,5 @@ def user_models(
     flag: Path | None = None, env: Mapping[str, str] | None = None
 ) -> dict[str, ModelSpec]:
     """Return the aliases of `--models-file`, else DRVD_MODELS_FILE ({} when neither is set)."""
-    knob = next(k for k in KNOBS if k.name == "models_file")
-    path = _knob_value(knob, {"models_file": flag}, os.environ if env is None else env)
+    path = _one_knob("models_file", flag, env)
     return load_models_file(path) if path else {}

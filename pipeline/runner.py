@@ -50,7 +50,6 @@ class RunState:
 
     scorer: Scorer
     done: set[tuple[str, str]] = field(default_factory=set)  # (file, key) answered
-    failed: set[tuple[str, str]] = field(default_factory=set)  # (file, key) latest is an error
     invalid: list[str] = field(default_factory=list)  # `FILE:LINE: message` of lines not rows
     fatal: str | None = None
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
@@ -107,12 +106,8 @@ class Run:
 
     def _account(self, stem: str, row: ResultRow) -> None:
         self.state.scorer.add(stem, row)
-        item = (stem, str(row.key))
-        if row.error is None:
-            self.state.done.add(item)
-            self.state.failed.discard(item)
-        else:
-            self.state.failed.add(item)
+        if row.error is None:  # failed rows are counted by the scorer and sent again
+            self.state.done.add((stem, str(row.key)))
 
     def _samples(self, stem: str) -> Iterator[Sample]:
         """Stream the rows among the first `--limit` lines of one file; report lines not rows."""
