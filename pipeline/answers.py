@@ -18,12 +18,21 @@ again on the next run (such replies are never cached); its error names the flag 
 from __future__ import annotations
 
 from pipeline.extract import extract_chain, extract_choice, is_refusal
-from pipeline.records import AnswerSource, ChatRequest, Completion, Outcome, ResultRow, Sample
+from pipeline.records import (
+    INPUT_ERROR,
+    AnswerSource,
+    ChatRequest,
+    Completion,
+    Outcome,
+    ResultRow,
+    Sample,
+)
 
 
 def unanswered(sample: Sample, message: str) -> ResultRow:
     """Return the failed row of a sample that could not be sent (its image is unusable)."""
-    return ResultRow(sample.row, sample.key, sample.kind, sample.line, error=message)
+    row = ResultRow(sample.row, sample.key, sample.kind, sample.line)
+    return row.failed(message, code=INPUT_ERROR)
 
 
 def result_row(sample: Sample, request: ChatRequest, outcome: Outcome) -> ResultRow:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ from pipeline.config import (
     DEFAULT_OUT,
     KNOBS,
     cache_dir,
+    debug,
     load_config,
     malloc_arenas_set,
     user_models,
 )
-from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
+from pipeline.errors import ConfigError, FatalAPIError, PipelineError
+from pipeline.lock import run_lock
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
 from pipeline.registry import MODELS
@@ -30,7 +33,9 @@ from pipeline.render import render
 from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
 from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
+EXIT_INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # docker stop, Slurm, Kubernetes; a closed terminal
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
@@ -45,8 +50,11 @@ def _env_help() -> str:
         "  DASHSCOPE_API_KEY, DEEPSEEK_API_KEY, OPENAI_API_KEY   provider keys",
         "  DRVD_JUDGE_API_KEY  key for the judge; overrides its provider's variable",
         "",
-        "exit status: 0 every row answered; 1 some rows failed (rerun to retry them);",
-        "             2 usage or config error; 3 a fatal API error stopped the run; 130 Ctrl-C",
+        "exit status: 0 every row answered; 1 some rows failed (the message says whether a",
+        "             rerun retries them, or the input must be fixed); 2 usage or config error,",
+        "             or the run folder is in use by another process; 3 a fatal API error",
+        "             stopped the run; 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP (all three: partial",
+        "             summary written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it)",
         "",
         f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
     ]
@@ -161,21 +169,75 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     try:
-        result = _run(run_eval(cfg, show_progress=not args.quiet))
-    except KeyboardInterrupt:
+        with run_lock(cfg.run_dir, "eval"):
+            result = _run(run_eval(cfg, show_progress=not args.quiet))
+    except (KeyboardInterrupt, Stopped) as exc:
         # The runner wrote the summary of every row recorded before the interrupt.
         if summary := read_summary(cfg.run_dir):
             render(summary, console)
+        if isinstance(exc, Stopped):
+            print(f"stopped by {exc.name}: {INTERRUPTED}", file=sys.stderr)
+            return 128 + exc.signum
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     render(result.summary, console)
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
     if result.fatal:
         print(f"error: stopped: {result.fatal}", file=sys.stderr)
-    elif result.exit_code:
-        failed = result.summary["usage"]["failed_rows"]
-        print(f"{failed} rows failed: rerun the same command to retry them", file=sys.stderr)
+    for line in _failure_lines(result.summary):
+        print(line, file=sys.stderr)
     return int(result.exit_code)
+
+
+def _failure_lines(summary: dict[str, Any]) -> list[str]:
+    """Say which rows failed and what helps: a rerun (API errors), or fixing the input."""
+    usage = summary["usage"]
+    bad_input = usage.get("input_rows", 0)
+    retry = usage["failed_rows"] - bad_input
+    invalid = len(summary.get("run", {}).get("invalid_rows", ()))
+    lines = []
+    if retry:
+        lines.append(f"{retry} rows failed: rerun the same command to retry them")
+    if bad_input or invalid:
+        lines.append(
+            f"{bad_input + invalid} input rows cannot be used ({invalid} lines that are not rows, "
+            f"{bad_input} rows whose image cannot be sent; listed above and in {SUMMARY_NAME} "
+            "and the rows' error): fix the dataset, then rerun; a rerun alone will not help"
+        )
+    return lines
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP stopped the command (the runner wrote what it had, as on Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+async def _stoppable(coro: Awaitable[Any]) -> Any:
+    """Await `coro`; SIGTERM or SIGHUP cancel it the way Ctrl-C does, then raise `Stopped`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    got: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not got and task is not None:
+            got.append(signum)
+            task.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if got:
+            raise Stopped(got[0]) from None
+        raise
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -194,13 +256,13 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Awaitable[Any]) -> Any:
     limit_malloc_arenas()  # before any thread exists
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on Windows)
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+        return asyncio.run(_stoppable(coro))
+    return uvloop.run(_stoppable(coro))
 
 
 def _score(args: argparse.Namespace, console: Console) -> int:
@@ -208,12 +270,13 @@ def _score(args: argparse.Namespace, console: Console) -> int:
         msg = f"{args.run_dir}: no such run folder"
         raise ConfigError(msg)
     # Keep what only the run knew (its settings, bad input lines); the rest is in the rows.
-    old = read_summary(args.run_dir)
-    extra = {"run": old["run"]} if old.get("run") else None
-    summary = score_run(
-        args.run_dir, model=old.get("model"), extra=extra, official_quirks=args.official_quirks
-    )
-    write_summary(args.run_dir, summary)
+    with run_lock(args.run_dir, "score"):
+        old = read_summary(args.run_dir)
+        extra = {"run": old["run"]} if old.get("run") else None
+        summary = score_run(
+            args.run_dir, model=old.get("model"), extra=extra, official_quirks=args.official_quirks
+        )
+        write_summary(args.run_dir, summary)
     render(summary, console)
     return 0
 
@@ -258,19 +321,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        if args.command == "eval":
-            return _eval(args, console)
-        if args.command == "score":
-            return _score(args, console)
-        if args.command == "cache":
-            return _cache(args, console)
-        return _models(args, console)
+        return _command(args, console)
     except FatalAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
-    except (ConfigError, DataError) as exc:
+    except PipelineError as exc:  # ConfigError, DataError, RunLocked
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if debug():
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); this is a bug: please report "
+            "it with the output of the same command run with DRVD_DEBUG=1",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "eval":
+        return _eval(args, console)
+    if args.command == "score":
+        return _score(args, console)
+    if args.command == "cache":
+        return _cache(args, console)
+    return _models(args, console)

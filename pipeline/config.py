@@ -340,6 +340,11 @@ def cache_dir(flag: Path | None = None, env: Mapping[str, str] | None = None) ->
     return Path(_one_knob("cache_dir", flag, env))
 
 
+def debug(env: Mapping[str, str] | None = None) -> bool:
+    """Say whether DRVD_DEBUG=1 asks for tracebacks of internal errors."""
+    return (os.environ if env is None else env).get("DRVD_DEBUG", "").strip() == "1"
+
+
 def malloc_arenas_set(env: Mapping[str, str] | None = None) -> bool:
     """Say whether the user set MALLOC_ARENA_MAX (then the CLI leaves glibc's arenas alone)."""
     return "MALLOC_ARENA_MAX" in (os.environ if env is None else env)

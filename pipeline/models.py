@@ -20,6 +20,7 @@ from pipeline.client import ChatClient
 from pipeline.config import EvalConfig
 from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
+from pipeline.lock import RequestClaims
 from pipeline.prompts import PROTOCOL_VERSION
 from pipeline.ratelimit import Throttle
 from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
@@ -31,6 +32,7 @@ NORMAL_REPORT = (
 )
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])[.):]\s", re.MULTILINE)
 _IMAGE_TOKENS = 800  # rough per-image prompt tokens, only for TPM pacing
+_CLAIM_POLL, _CLAIM_POLL_MAX = 0.05, 1.0  # seconds between looks at another process's request
 
 
 class Responder(Protocol):
@@ -87,6 +89,7 @@ class APIModel:
         self.client = client
         self.throttle = throttle
         self.cache = cache
+        self.claims = RequestClaims(cache.dir) if cache is not None else None
         self.images = images
         self.slots = asyncio.Semaphore(cfg.concurrency)
         self.stopped: FatalAPIError | None = None
@@ -137,14 +140,31 @@ class APIModel:
         # then read its answer from the cache.
         while (pending := self._in_flight.get(key)) is not None:
             await asyncio.wait([pending])
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return Outcome(hit, usage=Usage(cache_hits=1))
+        if (hit := self._cached(key)) is not None:
+            return hit
         done = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
-            return await self._fetch(request, key)
+            if self.claims is None:
+                return await self._fetch(request, key)
+            # ...and so is one another process sharing the cache is paying for.
+            poll = _CLAIM_POLL
+            while not self.claims.try_claim(key):
+                await asyncio.sleep(poll)
+                if (hit := self._cached(key)) is not None:
+                    return hit
+                poll = min(poll * 2, _CLAIM_POLL_MAX)
+            try:  # answered by the other process between the miss above and the claim?
+                return self._cached(key) or await self._fetch(request, key)
+            finally:
+                self.claims.release(key)
         finally:
             del self._in_flight[key]
             done.set_result(None)
+
+    def _cached(self, key: str) -> Outcome | None:
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return Outcome(hit, usage=Usage(cache_hits=1))
+        return None
 
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         image_url = None

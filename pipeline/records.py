@@ -200,6 +200,11 @@ class Keywords:
         )
 
 
+# `error_code` of a row whose input cannot be sent (its image is missing or does not decode):
+# a rerun alone cannot answer it, unlike a failed API call.
+INPUT_ERROR = "input"
+
+
 # Fields a results line adds to the input row; everything else on the line is the input row.
 _OUTPUT_FIELDS = (
     "model_response",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.metrics import sentence_bleu
-from pipeline.records import JOINT_LEVELS, Kind, ResultRow, Usage
+from pipeline.records import INPUT_ERROR, JOINT_LEVELS, Kind, ResultRow, Usage
 
 Family = Literal["mcq", "joint", "report"]
 
@@ -92,6 +92,7 @@ class RowScore:
     group: tuple[str | None, ...]  # mcq: (modality, task|level); joint/report: (modality,)
     hits: tuple[bool, ...]  # mcq: 1; joint: 4; report: ()
     error: bool
+    bad_input: bool  # failed because its input cannot be sent (a rerun alone cannot fix it)
     usage: Usage
     judge_usage: Usage
     ours: bool  # written by our runner, so its usage is known
@@ -109,6 +110,7 @@ def score_row(family: Family, row: ResultRow, *, official_quirks: bool = False) 
     judge = row.judge_model or (row.keywords.judge_model if row.keywords else None)
     base: dict[str, Any] = {
         "error": row.error is not None,
+        "bad_input": row.error is not None and row.error_code == INPUT_ERROR,
         "usage": row.usage,
         "judge_usage": row.judge_usage,
         "ours": row.ours,

@@ -169,6 +169,7 @@ class Scorer:
         return {
             **model,
             "failed_rows": sum(r.error for r in rows),
+            "input_rows": sum(r.bad_input for r in rows),  # of the failed rows
             "judge": {**judge, "models_returned": models},
         }
 

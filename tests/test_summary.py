@@ -223,6 +223,7 @@ def test_usage_is_the_sum_over_the_latest_rows():
         "completion_tokens": 4,
         "reasoning_tokens": 0,
         "failed_rows": 0,
+        "input_rows": 0,
         "judge": {
             "api_calls": 1,
             "retries": 0,
