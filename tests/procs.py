@@ -58,6 +58,18 @@ def drvd_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "COLUMNS": "200", **(env or {})}
 
 
+def drvd(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pipeline ARGS` to the end; the environment is the test's plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        cwd=REPO,
+        env=drvd_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def start_drvd(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `python -m pipeline ARGS` in the background, its output captured."""
     return subprocess.Popen(

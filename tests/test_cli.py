@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from procs import REPO, drvd, server_process
 
 from pipeline.cache import ResponseCache
 from pipeline.config import KNOBS
@@ -17,7 +17,6 @@ from pipeline.records import FILES, Completion
 from pipeline.registry import MODELS
 from pipeline.synthetic import write_dataset
 
-REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "pipeline" / "sample"
 VARIABLES = (
     "DRVD_CONCURRENCY",
@@ -30,19 +29,6 @@ VARIABLES = (
     "DRVD_BASE_URL",
     "DRVD_API_KEY",
 )
-
-
-def drvd(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI; the environment is the test's (already stripped of DRVD_* and keys)."""
-    full = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        cwd=REPO,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
@@ -178,28 +164,8 @@ def test_a_setting_the_provider_cannot_take_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture
 def key_checking_server() -> Iterator[str]:
     """Run tests/fakeserver.py as its own process, accepting only `sk-right`; yield its URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            REPO / "tests" / "fakeserver.py",
-            "--port",
-            "0",
-            "--expected-key",
-            "sk-right",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("listening on http://"), line
-        yield line.removeprefix("listening on ") + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with server_process("--expected-key", "sk-right") as server:
+        yield server.url
 
 
 def test_wrong_key_exits_3_and_the_key_is_nowhere(tmp_path: Path, key_checking_server: str) -> None:

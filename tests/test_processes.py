@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from procs import REPO, drvd_env, lines_of, server_process, start_drvd, wait_for
+from procs import REPO, drvd, drvd_env, lines_of, server_process, start_drvd, wait_for
 
 from pipeline.records import FILES
 from pipeline.synthetic import write_dataset
@@ -60,10 +60,7 @@ def test_a_second_process_on_a_locked_run_stops_at_once_and_no_row_is_lost(
             _eval_args(server.url, data, out, cache, "--run-name", "r"),
             ["score", out / "r"],
         ):
-            second = subprocess.run(
-                [sys.executable, "-m", "pipeline", *map(str, command)],
-                cwd=REPO, env=drvd_env(), capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+            second = drvd(*command)
             assert second.returncode == 2, second.stderr
             assert "Traceback" not in second.stderr
             [line] = second.stderr.strip().splitlines()
@@ -156,11 +153,7 @@ def test_invalid_input_is_not_told_to_rerun(tmp_path: Path) -> None:
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     rows[0]["image_paths"] = "images/missing.png"
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows) + b"{not json\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "eval", "--model", "random", "--data", str(data),
-         "--out", str(tmp_path / "out"), "--quiet"],
-        cwd=REPO, env=drvd_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = drvd("eval", "--model", "random", "--data", data, "--out", tmp_path / "out", "--quiet")
     assert proc.returncode == 1, proc.stderr
     assert "rerun the same command to retry" not in proc.stderr
     assert "2 input rows cannot be used (1 lines that are not rows, 1 rows whose image" in (
@@ -205,10 +198,9 @@ def test_the_lock_file_names_no_secret(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_dataset(data, total=4, images=1, sizes=(32,))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "eval", "--model", "random", "--data", str(data),
-         "--out", str(out), "--run-name", "r", "--quiet", "--seed", "7"],
-        cwd=REPO, env=drvd_env(), capture_output=True, text=True, timeout=60,
+    proc = drvd(
+        "eval", "--model", "random", "--data", data, "--out", out, "--run-name", "r", "--quiet",
+        "--seed", "7",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     holder = (out / "r" / ".lock").read_text()
