@@ -351,4 +351,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "independent_qa is sent without max_tokens 50: long, costly replies, not the protocol",
         (f"{T}prompts.py", f"{T}protocol.py"),
     ),
+    # --- processes: lock, signals, shared cache (issue #11) --------------------------------------
+    Mutant(
+        "no-run-lock",
+        "pipeline/cli.py",
+        '        with run_lock(cfg.run_dir, "eval"):\n',
+        "        with __import__('contextlib').nullcontext():\n",
+        "two processes in one run folder: the first to finish rewrites the results file while the "
+        "other appends to the replaced one, and rows are lost",
+        (f"{T}processes.py",),
+    ),
+    Mutant(
+        "sigterm-kills",
+        "pipeline/cli.py",
+        "        loop.add_signal_handler(signum, stop, signum)\n",
+        "        pass\n",
+        "docker stop or Slurm ends a run with no summary and a torn line instead of stopping it",
+        (f"{T}processes.py",),
+    ),
+    Mutant(
+        "no-request-claims",
+        "pipeline/models.py",
+        "            while not self.claims.try_claim(key):\n",
+        "            while False:\n",
+        "two runs started together on one cache pay for every request twice",
+        (f"{T}processes.py",),
+    ),
 )
