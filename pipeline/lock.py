@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError
 LOCK_NAME = ".lock"
 CLAIMS_NAME = ".claims"
 _KEY_SPACE = 1 << 40  # bytes of the claims file a key's lock byte is drawn from (sparse)
-_OPEN: dict[Path, int] = {}  # claims file → the one descriptor this process keeps open
+_OPEN: dict[Path, list[int]] = {}  # claims file → [its descriptor or -1, claims held]
 
 
 class RunLocked(ConfigError):
@@ -61,21 +61,14 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
 class RequestClaims:
     """Cross-process claims on request keys, so concurrent processes pay for a request once.
 
-    POSIX record locks belong to the process, so requests of one process never wait for each
-    other (the model's in-process dedupe handles those), and the file stays open for the life
-    of the process: closing any descriptor of it would drop every claim of the process.
+    POSIX record locks belong to the process: requests of one process never wait for each
+    other (the model's in-process dedupe handles those), and closing any descriptor of the
+    file drops every claim of the process on it, so the file is closed only when the process
+    holds no claim on it (all `RequestClaims` on one folder share the descriptor).
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / CLAIMS_NAME
-
-    def _fd(self) -> int:
-        fd = _OPEN.get(self.path)
-        if fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            _OPEN[self.path] = fd
-        return fd
 
     @staticmethod
     def _byte(key: str) -> int:
@@ -86,21 +79,38 @@ class RequestClaims:
 
         Where claims cannot be taken (a file system without locks, no room for the file),
         every claim succeeds: concurrent processes may then pay twice, as without claims.
+        Each True must be followed by one `release(key)`.
         """
-        try:
-            fd = self._fd()
-        except OSError:
-            return True
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._byte(key))
-        except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another process
-            return False
-        except OSError:
-            return True
+        held = _OPEN.get(self.path)
+        if held is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:
+                fd = -1  # claims unavailable here
+            held = _OPEN[self.path] = [fd, 0]
+        if held[0] >= 0:
+            try:
+                fcntl.lockf(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._byte(key))
+            except (BlockingIOError, PermissionError):  # EAGAIN/EACCES: another process has it
+                self._close_if_unused(held)
+                return False
+            except OSError:
+                pass  # no locks on this file system: go ahead unclaimed
+        held[1] += 1
         return True
 
     def release(self, key: str) -> None:
-        """Release the claim on `key` (a no-op where it was never taken)."""
-        if (fd := _OPEN.get(self.path)) is not None:
+        """Release one claim on `key` taken by `try_claim`."""
+        held = _OPEN[self.path]
+        if held[0] >= 0:
             with contextlib.suppress(OSError):
-                fcntl.lockf(fd, fcntl.LOCK_UN, 1, self._byte(key))
+                fcntl.lockf(held[0], fcntl.LOCK_UN, 1, self._byte(key))
+        held[1] -= 1
+        self._close_if_unused(held)
+
+    def _close_if_unused(self, held: list[int]) -> None:
+        if held[1] == 0:
+            del _OPEN[self.path]
+            if held[0] >= 0:
+                os.close(held[0])

@@ -208,3 +208,40 @@ def test_the_lock_file_names_no_secret(tmp_path: Path) -> None:
     assert "--seed" not in holder
     assert str(data) not in holder
     assert os.getpid() != int(holder.split("pid ")[1].split()[0])
+
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from pipeline.lock import RequestClaims
+
+claims = RequestClaims(Path(sys.argv[1]))
+assert claims.try_claim(sys.argv[2])
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_claim_held_by_another_process_blocks_only_its_key(tmp_path: Path) -> None:
+    from pipeline.lock import _OPEN, RequestClaims
+
+    key, other = "drvd-cache-1-" + "ab" * 20, "drvd-cache-1-" + "cd" * 20
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path), key],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    assert holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        claims = RequestClaims(tmp_path)
+        assert not claims.try_claim(key)
+        assert claims.try_claim(other)
+        assert claims.try_claim(other)  # this process's own claims never block each other
+        claims.release(other)
+        claims.release(other)
+        assert claims.path not in _OPEN  # no claim held: the descriptor is closed
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert claims.try_claim(key)  # the holder's claims died with it
+    claims.release(key)
