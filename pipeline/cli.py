@@ -25,6 +25,7 @@ from pipeline.config import (
 from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
+from pipeline.redact import show_url
 from pipeline.registry import MODELS
 from pipeline.render import render
 from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
@@ -241,7 +242,7 @@ def _models(args: argparse.Namespace, console: Console) -> int:
                 f"{spec.rpm:g}" if spec.rpm else "-",
                 str(spec.max_tokens or "-"),
                 {None: "-", True: "on", False: "off"}[spec.thinking],
-                spec.base_url or ("-" if spec.remote else "offline"),
+                show_url(spec.base_url or ("-" if spec.remote else "offline")),
                 spec.source,
             )
         )
