@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError, FatalAPIError, PipelineError
 from pipeline.lock import run_lock
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
+from pipeline.redact import show_url
 from pipeline.registry import MODELS
 from pipeline.render import render
 from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
@@ -304,7 +305,7 @@ def _models(args: argparse.Namespace, console: Console) -> int:
                 f"{spec.rpm:g}" if spec.rpm else "-",
                 str(spec.max_tokens or "-"),
                 {None: "-", True: "on", False: "off"}[spec.thinking],
-                spec.base_url or ("-" if spec.remote else "offline"),
+                show_url(spec.base_url or ("-" if spec.remote else "offline")),
                 spec.source,
             )
         )

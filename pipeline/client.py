@@ -1,20 +1,28 @@
 """Send one chat request to an OpenAI-compatible endpoint and return a `Completion` or raise.
 
 Every failure leaves as an `APIError` subclass (see `pipeline.errors`): transport problems and
-unusable bodies as `RetryableError`, HTTP errors as `retry.classify` decides. The API key is only
-ever placed in the Authorization header; it is scrubbed from any text that reaches an exception.
+unusable bodies as `RetryableError`, HTTP errors as `retry.classify` decides, a redirect as a
+`FatalAPIError` (it is never followed: it would re-send the image and prompt elsewhere).
+
+Credentials go only in headers: the key as `Authorization: Bearer`; the base URL's "user:password"
+as `Authorization: Basic` when there is no key, else as `Proxy-Authorization: Basic` (a gateway in
+front of the server). Every secret is masked (`pipeline.redact`) in the body before it is parsed,
+and again in every string that leaves: error messages and the completion's fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
+from urllib.parse import urljoin
 
 import aiohttp
 import orjson
 
-from pipeline.errors import RetryableError
+from pipeline.errors import APIError, FatalAPIError, RetryableError
 from pipeline.records import ChatRequest, Completion
+from pipeline.redact import Redactor, basic_token
 from pipeline.registry import DEFAULT_TIMEOUT
 from pipeline.retry import classify, classify_transport
 
@@ -83,6 +91,7 @@ class OpenAIClient:
         base_url: str,
         model: str,
         api_key: str,
+        url_auth: str | None = None,
         provider: str = "openai",
         timeout: float = DEFAULT_TIMEOUT,
         extra_body: Mapping[str, Any] | None = None,
@@ -97,10 +106,14 @@ class OpenAIClient:
         self._url = f"{self.base_url}/chat/completions"
         self._extra_body = dict(extra_body or {})
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        basic = basic_token(url_auth) if url_auth else None
         # Self-hosted servers often need no key; sending "Bearer " would be malformed.
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._secret = api_key.encode() if api_key else None
+        if basic:
+            self._headers["Proxy-Authorization" if api_key else "Authorization"] = basic
+        password = url_auth.partition(":")[2] if url_auth else None
+        self._redact = Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)
 
     def __repr__(self) -> str:
         return (
@@ -110,6 +123,32 @@ class OpenAIClient:
 
     async def complete(self, request: ChatRequest, image_url: str | None) -> Completion:
         """POST one chat completion; return the reply or raise an `APIError` subclass."""
+        try:
+            done = await self._exchange(request, image_url)
+        except APIError as exc:
+            # The original may quote a secret; the masked copy replaces it, chain included.
+            raise self._masked(exc) from None
+        mask, maybe = self._redact.text, self._redact.maybe
+        return replace(
+            done,
+            text=mask(done.text),
+            reasoning=maybe(done.reasoning),
+            model=maybe(done.model),
+            request_id=maybe(done.request_id),
+            finish_reason=maybe(done.finish_reason),
+        )
+
+    def _masked(self, exc: APIError) -> APIError:
+        maybe = self._redact.maybe
+        return type(exc)(
+            self._redact.text(exc.message),
+            status=exc.status,
+            code=maybe(exc.code),
+            retry_after=exc.retry_after,
+            request_id=maybe(exc.request_id),
+        )
+
+    async def _exchange(self, request: ChatRequest, image_url: str | None) -> Completion:
         body = build_payload(self.model, request, image_url, self._extra_body, self.token_param)
         data = orjson.dumps(body)
         where = f"{self.provider} {self._url}"
@@ -119,14 +158,16 @@ class OpenAIClient:
                 data=data,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise classify_transport(exc, where=where, timeout=self.timeout) from exc
 
-        if self._secret:  # a misbehaving gateway may echo the key; it must not reach a message
-            raw = raw.replace(self._secret, b"***")
+        raw = self._redact.bytes(raw)  # a misbehaving gateway may echo a secret
+        if 300 <= status < 400:
+            raise _redirected(where, status, self._url, headers.get("Location"))
         if status >= 400:
             raise classify(self.provider, status, raw, headers)
         request_id = headers.get("x-request-id")
@@ -184,6 +225,20 @@ class OpenAIClient:
                 details.get("reasoning_tokens") if isinstance(details, dict) else 0
             ),
         )
+
+
+def _redirected(where: str, status: int, url: str, location: str | None) -> FatalAPIError:
+    """Return the error for a redirect: a configuration error naming where the API really is."""
+    if not location:
+        msg = f"{where}: HTTP {status} redirect with no Location: a configuration error"
+        return FatalAPIError(msg, status=status)
+    target = urljoin(url, location)
+    msg = (
+        f"{where}: HTTP {status} redirects to {target}, not followed (it would re-send the request "
+        f"there): a configuration error: set --base-url (the judge's: --judge-base-url) to "
+        f"{target.removesuffix('/chat/completions')}"
+    )
+    return FatalAPIError(msg, status=status)
 
 
 def read_message(message: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -19,12 +19,14 @@ from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.metrics import BERT_LAYERS, BERT_MODEL
 from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
 from pipeline.records import FILES
+from pipeline.redact import show_value, split_url
 from pipeline.registry import (
     DEFAULT_TIMEOUT,
     ModelSpec,
     load_models_file,
     resolve_model,
     thinking_body,
+    url_problem,
 )
 
 DEFAULT_OUT = Path("runs")
@@ -69,6 +71,12 @@ def _on_off(text: str) -> bool:
     return text.strip().lower() == "on"
 
 
+def _url(text: str) -> str:
+    if problem := url_problem(text):
+        raise ValueError(problem)
+    return text.strip()
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -108,7 +116,7 @@ KNOBS = (
     Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
     Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
-    Knob("base_url", "DRVD_BASE_URL", str, "endpoint for openai:<model-id> or to override one"),
+    Knob("base_url", "DRVD_BASE_URL", _url, "endpoint for openai:<model-id> or to override one"),
     Knob(
         "judge",
         "DRVD_JUDGE",
@@ -116,7 +124,7 @@ KNOBS = (
         "judge for unreadable answers and report keywords: an alias, openai:<id> or none",
         shown="deepseek if DEEPSEEK_API_KEY is set, else none",
     ),
-    Knob("judge_base_url", "DRVD_JUDGE_BASE_URL", str, "endpoint for the judge", shown="its own"),
+    Knob("judge_base_url", "DRVD_JUDGE_BASE_URL", _url, "endpoint for the judge", shown="its own"),
     Knob(
         "keyword_prompt",
         "DRVD_KEYWORD_PROMPT",
@@ -159,8 +167,10 @@ class EvalConfig:
     legacy_mime: bool = False
     official_quirks: bool = False
     api_key: str | None = field(default=None, repr=False)
+    url_auth: str | None = field(default=None, repr=False)  # "user:password" from the base URL
     judge: ModelSpec | None = None  # None: no judge, no keyword metrics
     judge_key: str | None = field(default=None, repr=False)
+    judge_url_auth: str | None = field(default=None, repr=False)
     keyword_prompt: Variant = DEFAULT_VARIANT
     bert_model: str | None = None  # None: BERTScore not computed
     bert_layers: int | None = None
@@ -189,6 +199,7 @@ class EvalConfig:
             self,
             spec=spec,
             api_key=self.judge_key,
+            url_auth=self.judge_url_auth,
             concurrency=spec.concurrency,
             rpm=spec.rpm,
             tpm=spec.tpm,
@@ -208,7 +219,7 @@ def _knob_value(knob: Knob, flags: Mapping[str, Any], env: Mapping[str, str]) ->
     try:
         return knob.parse(raw)
     except ValueError as exc:
-        msg = f"{where}={raw!r} is not valid: {exc}"
+        msg = f"{where}={show_value(raw)!r} is not valid: {exc}"
         raise ConfigError(msg) from exc
 
 
@@ -268,6 +279,14 @@ def judge_for(
     return spec, key or None
 
 
+def _without_credentials(spec: ModelSpec) -> tuple[ModelSpec, str | None]:
+    """Return the spec with its base URL clean (as shown, stored, cache-keyed) and "user:pw"."""
+    if spec.base_url is None:
+        return spec, None
+    clean, credentials = split_url(spec.base_url)
+    return replace(spec, base_url=clean), credentials
+
+
 def _bert(flags: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """Return the BERTScore model and layer, or (None, None) when it is off or not installed."""
     if flags.get("no_bertscore") or importlib.util.find_spec("bert_score") is None:
@@ -288,6 +307,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     if values["thinking"] is not None:
         spec = replace(spec, thinking=values["thinking"])
     thinking_body(spec)  # a setting the provider cannot take stops here, before any work
+    spec, url_auth = _without_credentials(spec)
     if values["data"] is None:
         msg = "no dataset: pass --data DIR or set DRVD_DATA"
         raise ConfigError(msg)
@@ -295,6 +315,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         msg = f"--keyword-prompt {values['keyword_prompt']!r}: choose from {', '.join(PROMPTS)}"
         raise ConfigError(msg)
     judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env, extra)
+    judge, judge_url_auth = _without_credentials(judge) if judge else (None, None)
     bert_model, bert_layers = _bert(flags, values)
     protocol = flags.get("protocol") or DEFAULT_PROTOCOL
     if protocol not in PROTOCOLS:
@@ -321,8 +342,10 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         legacy_mime=bool(flags.get("legacy_mime", False)),
         official_quirks=bool(flags.get("official_quirks", False)),
         api_key=api_key_for(spec, env),
+        url_auth=url_auth,
         judge=judge,
         judge_key=judge_key,
+        judge_url_auth=judge_url_auth,
         keyword_prompt=values["keyword_prompt"],
         bert_model=bert_model,
         bert_layers=bert_layers,

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 
@@ -133,6 +134,18 @@ def thinking_body(spec: ModelSpec) -> dict[str, Any]:
     return {"chat_template_kwargs": {"enable_thinking": on}}
 
 
+def url_problem(url: str) -> str | None:
+    """Say what is wrong with a base URL (None when it can be used)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "must start with http:// or https:// and a host, e.g. http://localhost:8000/v1"
+    try:
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        return "has an invalid port (percent-encode any / ? # @ in a password)"
+    return None
+
+
 def resolve_model(
     name: str, *, base_url: str | None = None, extra: dict[str, ModelSpec] | None = None
 ) -> ModelSpec:
@@ -227,6 +240,9 @@ def _spec(path: Path, alias: str, entry: object) -> ModelSpec:
         if name in entry and not entry[name] > 0:
             msg = f"{where}: field {name!r} must be greater than 0"
             raise ConfigError(msg)
+    if "base_url" in entry and (problem := url_problem(entry["base_url"])):
+        msg = f"{where}: field 'base_url' {problem}"
+        raise ConfigError(msg)
     provider = entry.get("provider", "generic")
     values: dict[str, Any] = {"provider": provider, **PROVIDER_DEFAULTS.get(provider, {}), **entry}
     if "thinking" in values:

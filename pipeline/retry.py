@@ -101,6 +101,8 @@ def classify(
         return make(FatalAPIError, "Every row would fail the same way; fix the model or options.")
     if kind == "deepseek" and status == 400 and "invalidformat" in hay:
         return make(FatalAPIError, "DeepSeek rejected the request body; this is a client bug.")
+    if status == 407:
+        return make(FatalAPIError, "The proxy refused the user:password in the base URL.")
     if status in (401, 403):
         hint = " (DashScope keys differ per region)" if kind == "dashscope" else ""
         return make(FatalAPIError, f"Check the API key and base URL{hint}.")

@@ -340,6 +340,7 @@ async def _api_model(
         base_url=cfg.spec.base_url or "",
         model=cfg.spec.model,
         api_key=cfg.api_key or "",
+        url_auth=cfg.url_auth,
         provider=cfg.spec.provider,
         timeout=cfg.timeout,
         extra_body=extra_body,

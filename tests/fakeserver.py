@@ -7,9 +7,10 @@ flip `script`, `fault_rate`, `expected_key`… between requests.
 As a process: `python tests/fakeserver.py --port 0 --latency 0.5 --fault-rate 0.1` prints
 `listening on http://127.0.0.1:PORT` and serves until SIGINT/SIGTERM; `GET /_ledger` returns counts.
 
-Each request's outcome is chosen in this order: wrong key (401) → RPM window full (429) →
-`content_faults` (marker in the user text) → next item of `script` → `fault_rate` draw →
-`default_outcome` ("ok").
+Each request's outcome is chosen in this order: `redirect` (every request, e.g. 307 to
+`redirect_to`) → wrong key (401) → wrong `expected_basic` credentials (407 in Proxy-Authorization
+after a Bearer key, else 401) → RPM window full (429) → `content_faults` (marker in the user text) →
+next item of `script` → `fault_rate` draw → `default_outcome` ("ok").
 
 Besides the faults, an outcome can name a reply shape (`fakereplies.SHAPES`): reasoning thoughts in
 `reasoning_content`, `reasoning` or an inline `<think>` block, length or content-filter cut-offs,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import math
 import random
@@ -70,6 +72,9 @@ FAULTS = (
     "400_inspection",  # DashScope DataInspectionFailed
     "400_arrearage",  # DashScope Arrearage
     "400_too_large",  # DashScope image too large
+    "407",  # a proxy refused the Proxy-Authorization credentials
+    "echo_auth",  # 200 whose answer, thoughts, model and id echo the credentials, JSON-escaped
+    "echo_auth_401",  # 401 whose message and request_id echo the credentials, JSON-escaped
     *SHAPES,  # reply shapes: see fakereplies.py
 )
 OUTCOMES = ("ok", *FAULTS)
@@ -84,6 +89,7 @@ ERROR_BODIES: dict[str, ErrorBody] = {
     "500": (500, "server_error", None, "The server had an error while processing your request."),
     "503": (503, "server_error", "server_is_overloaded", "The server is overloaded."),
     "401": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    "407": (407, "proxy_error", None, "Proxy Authentication Required"),
     "402": (402, "unknown_error", "invalid_request_error", "Insufficient Balance"),
     "429_quota": (
         429,
@@ -146,6 +152,11 @@ class FakeConfig:
     retry_after_header: bool = True  # False: no 429 (RPM window or scripted) has Retry-After
     rpm: int | None = None  # accepted requests per sliding 60 s window
     expected_key: str | None = None  # when set, any other Bearer token gets 401
+    # "user:password": when set, Basic credentials must come in Proxy-Authorization after a Bearer
+    # key (else 407), or in Authorization without one (else 401)
+    expected_basic: str | None = None
+    redirect: int | None = None  # when set, every request gets this status and `redirect_to`
+    redirect_to: str = ""
     served_model: str | None = None  # reported model; None echoes the requested one
     answer_fn: Callable[[dict[str, Any]], str] | None = None  # replaces default_answer
     replies: str = "plain"  # "plain" | "varied" (see CHOICE_PHRASINGS)
@@ -179,6 +190,8 @@ class LedgerEntry:
     model: str | None
     messages_hash: str  # sha256 of the canonical messages JSON
     has_auth: bool  # an Authorization header was present
+    auth: str  # its scheme ("Bearer", "Basic") or ""
+    proxy_auth: str  # the scheme of Proxy-Authorization, or ""
     system: str
     user_text: str
     content_types: tuple[str, ...]  # user content part types, in order
@@ -227,8 +240,11 @@ class Ledger:
         """Return counts as a JSON-able dict."""
         outcomes: dict[str, int] = {}
         shapes: dict[str, int] = {}
+        auth: dict[str, int] = {}  # "Authorization scheme / Proxy-Authorization scheme" → count
         for e in self.entries:
             outcomes[e.outcome] = outcomes.get(e.outcome, 0) + 1
+            schemes = f"{e.auth or '-'} / {e.proxy_auth or '-'}"
+            auth[schemes] = auth.get(schemes, 0) + 1
             if e.shape:
                 shapes[e.shape] = shapes.get(e.shape, 0) + 1
         return {
@@ -239,6 +255,7 @@ class Ledger:
             "in_flight": self.in_flight,
             "outcomes": outcomes,
             "shapes": shapes,
+            "auth": auth,
         }
 
 
@@ -394,6 +411,10 @@ class FakeServer:
             if not isinstance(payload, dict):
                 payload = {}
             entry = self._record(request, payload)
+            if self.config.redirect is not None:
+                entry.outcome, entry.status = "redirect", self.config.redirect
+                location = {"Location": self.config.redirect_to}
+                return web.Response(status=self.config.redirect, headers=location)
             if not isinstance(payload.get("messages"), list):
                 entry.outcome, entry.status = "bad_request", 400
                 return web.Response(status=400, text="Invalid Format: no messages")
@@ -419,6 +440,8 @@ class FakeServer:
             model=payload.get("model"),
             messages_hash=hashlib.sha256(messages).hexdigest(),
             has_auth="Authorization" in request.headers,
+            auth=request.headers.get("Authorization", "").partition(" ")[0],
+            proxy_auth=request.headers.get("Proxy-Authorization", "").partition(" ")[0],
             system=system,
             user_text=text,
             content_types=types,
@@ -433,6 +456,13 @@ class FakeServer:
         expected = f"Bearer {cfg.expected_key}"
         if cfg.expected_key is not None and request.headers.get("Authorization") != expected:
             return "401", None
+        if cfg.expected_basic is not None:
+            basic = "Basic " + base64.b64encode(cfg.expected_basic.encode()).decode()
+            if request.headers.get("Authorization", "").startswith("Bearer "):
+                if request.headers.get("Proxy-Authorization") != basic:
+                    return "407", None
+            elif request.headers.get("Authorization") != basic:
+                return "401", None
         if cfg.rpm is not None:
             now = cfg.clock()
             while self._window and self._window[0] <= now - 60.0:
@@ -475,6 +505,8 @@ class FakeServer:
             if outcome != "blank_json":
                 return web.Response(body=body, content_type="application/json", headers=headers)
             return await _blank_then(request, body, headers)
+        if outcome in ("echo_auth", "echo_auth_401"):
+            return _echo_auth(request, outcome)
         if outcome in ERROR_200_BODIES:
             body = orjson.dumps(ERROR_200_BODIES[outcome])
             return web.Response(body=body, content_type="application/json", headers=headers)
@@ -524,6 +556,54 @@ class FakeServer:
             empty=empty,
         )
         return orjson.dumps(body)
+
+
+def _echo_auth(request: web.Request, outcome: str) -> web.Response:
+    """Answer with every credential the request carried, as a careless gateway might echo them.
+
+    The body holds each one JSON-escaped (its first character as `\\u00xx`, its second as
+    `\\u00XX`, every `/` as `\\/`), so a client that looks only for the literal key misses them;
+    the x-request-id header holds the first one literally.
+    """
+    found = []
+    for name in ("Authorization", "Proxy-Authorization"):
+        scheme, _, value = request.headers.get(name, "").partition(" ")
+        if value:
+            found.append(value)
+            if scheme == "Basic":  # "user:password"
+                found.append(base64.b64decode(value).decode("utf-8", "replace"))
+    said = " ".join(_json_escaped(s) for s in found).encode()
+    headers = {"x-request-id": found[0] if found else "none"}
+    if outcome == "echo_auth_401":
+        status = 401
+        data: dict[str, Any] = {
+            "error": {"message": "Incorrect API key provided: @", "code": "invalid_api_key"},
+            "request_id": "@",
+        }
+    else:
+        status = 200
+        message = {"role": "assistant", "content": "A. You sent @", "reasoning_content": "@"}
+        data = {
+            "id": "@",
+            "model": "@",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+        }
+    body = orjson.dumps(data).replace(b"@", said)
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _json_escaped(secret: str) -> str:
+    """Return `secret` as valid JSON string content, escaped where a plain search would miss it."""
+    out = []
+    for i, char in enumerate(secret):
+        if i < 2:
+            out.append(f"\\u{ord(char):04x}" if i == 0 else f"\\u{ord(char):04X}")
+        elif char == "/":
+            out.append("\\/")
+        else:
+            out.append(orjson.dumps(char).decode()[1:-1])
+    return "".join(out)
 
 
 def _content_fault(faults: ContentFaults, text: str) -> str | None:
@@ -598,6 +678,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--rpm", type=int, default=None, help="accepted requests per 60 s window")
     p.add_argument("--expected-key", default=None, help="only this Bearer key is accepted")
+    p.add_argument(
+        "--expected-basic",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="only these Basic credentials are accepted (Proxy-Authorization after a Bearer key)",
+    )
+    p.add_argument("--redirect", type=int, choices=(301, 302, 303, 307, 308), help="redirect all")
+    p.add_argument("--redirect-to", default="", metavar="URL", help="the redirect's Location")
     p.add_argument("--served-model", default=None, help="model name to report")
     p.add_argument("--ledger-out", type=Path, help="write the ledger as JSONL here on exit")
     p.add_argument(
@@ -646,6 +734,9 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         retry_after_header=args.retry_after_header,
         rpm=args.rpm,
         expected_key=args.expected_key,
+        expected_basic=args.expected_basic,
+        redirect=args.redirect,
+        redirect_to=args.redirect_to,
         served_model=args.served_model,
         replies=args.replies,
         judge_reply=args.judge_reply,

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakeserver import FakeServer
+from fakeserver import FakeServer, running
 from tenacity import AsyncRetrying
 
 from pipeline.client import OpenAIClient, build_payload, make_session, read_message
@@ -320,3 +320,60 @@ async def test_max_completion_tokens_for_models_that_require_it(session, fake_se
     [entry] = fake_server.ledger.entries
     assert entry.params["max_completion_tokens"] == 2048
     assert "max_tokens" not in entry.params
+
+
+SECRET_KEY = "sk-live/9f8e7d6c5b4a"
+URL_AUTH = "user:Pa55-w0rd-7c1e"
+
+
+@pytest.mark.parametrize(
+    ("api_key", "auth", "proxy_auth"), [(SECRET_KEY, "Bearer", "Basic"), ("", "Basic", "")]
+)
+async def test_url_credentials_go_in_a_basic_header(
+    session, fake_server, api_key, auth, proxy_auth
+):
+    fake_server.config.expected_basic = URL_AUTH  # anything else is refused (407 or 401)
+    client = _client(session, fake_server, api_key=api_key, url_auth=URL_AUTH)
+    assert (await client.complete(_request(), IMAGE)).text
+    [entry] = fake_server.ledger.entries
+    assert (entry.auth, entry.proxy_auth, entry.status) == (auth, proxy_auth, 200)
+    assert "Pa55" not in repr(client)
+
+
+async def test_credentials_the_server_echoes_escaped_are_masked(session, fake_server):
+    client = _client(session, fake_server, api_key=SECRET_KEY, url_auth=URL_AUTH)
+    fake_server.config.script = ["echo_auth", "echo_auth_401"]
+    done = await client.complete(_request(), IMAGE)
+    with pytest.raises(FatalAPIError) as info:
+        await client.complete(_request(), IMAGE)
+    exc = info.value
+    said = (repr(done) + repr(exc) + str(exc) + "".join(traceback.format_exception(exc))).replace(
+        "\\\\", "\\"
+    )
+    for secret in (SECRET_KEY, "Pa55-w0rd-7c1e", "dXNlcjpQYTU1", "u0073", "u006B", "\\/"):
+        assert secret not in said, secret
+    echoed = "*** *** user:***"  # the key, the Basic token, then user:password
+    assert done.text == f"A. You sent {echoed}"
+    assert (done.reasoning, done.model, done.request_id) == (echoed, echoed, "***")
+    assert exc.request_id == "***"
+
+
+@pytest.mark.parametrize(
+    ("location", "target"),
+    [
+        ("http://u:Hop-pw@elsewhere.test/v2/chat/completions", "http://u:***@elsewhere.test/v2"),
+        ("/v2/chat/completions", "{root}/v2"),  # relative: resolved against the request
+    ],
+)
+async def test_a_redirect_is_fatal_and_not_followed(session, fake_server, location, target):
+    async with running() as other:
+        fake_server.config.redirect = 307
+        fake_server.config.redirect_to = location.replace("elsewhere.test", other.root[7:])
+        with pytest.raises(FatalAPIError) as info:
+            await _client(session, fake_server).complete(_request(), IMAGE)
+        assert other.ledger.count() == 0
+        assert fake_server.ledger.count() == 1  # the redirect itself, nothing after it
+    target = target.format(root=fake_server.root).replace("elsewhere.test", other.root[7:])
+    assert info.value.status == 307
+    assert str(info.value).endswith(f"to {target}")
+    assert "Hop-pw" not in str(info.value)

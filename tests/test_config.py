@@ -335,3 +335,36 @@ def test_models_file_from_the_environment_names_models_and_judges(tmp_path: Path
     assert cfg.judge.base_url == "http://127.0.0.1:8001/v1"
     with pytest.raises(ConfigError, match="unknown model 'local-vl'"):
         load("local-vl")  # without the file the alias does not exist
+
+
+def test_url_credentials_are_split_from_every_base_url(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models.mine]\nmodel = "m"\nbase_url = "http://f:Pw-file@h3/v1"\n')
+    env = {"DRVD_BASE_URL": "http://u:Pw-env@h1/v1/", "DRVD_JUDGE_API_KEY": "sk-j"}
+    cfg = load("openai:m", env=env, judge="openai:j", judge_base_url="https://j:Pw-judge@h2/v1")
+    assert (cfg.spec.base_url, cfg.url_auth) == ("http://h1/v1", "u:Pw-env")
+    assert cfg.judge is not None
+    assert (cfg.judge.base_url, cfg.judge_url_auth) == ("https://h2/v1", "j:Pw-judge")
+    judge = cfg.judge_config()
+    assert judge is not None
+    assert (judge.api_key, judge.url_auth) == ("sk-j", "j:Pw-judge")
+    from_file = load("mine", models_file=path)
+    assert (from_file.spec.base_url, from_file.url_auth) == ("http://h3/v1", "f:Pw-file")
+    for shown in (repr(cfg), repr(from_file), str(cfg)):
+        assert "Pw-" not in shown
+    # The password is not part of what the run shows, stores or keys the cache on.
+    other = load("openai:m", env={"DRVD_BASE_URL": "http://u:Pw-other@h1/v1"})
+    assert other.spec == cfg.spec
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "127.0.0.1:8000", "ftp://h/v1", "http://"])
+def test_a_base_url_must_be_http(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^DRVD_BASE_URL=.*must start with http:// or https://"):
+        load("openai:m", env={"DRVD_BASE_URL": url})
+
+
+def test_a_bad_base_url_is_echoed_without_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        load("openai:m", base_url="http://u:Pw-secret@h:port/v1")
+    assert "Pw-secret" not in str(info.value)
+    assert "'http://u:***@h:port/v1' is not valid: has an invalid port" in str(info.value)

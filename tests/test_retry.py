@@ -407,3 +407,10 @@ def test_retrying_rejects_zero_attempts():
 def test_every_classified_error_is_an_api_error():
     for provider, status, body, _ in TABLE:
         assert isinstance(classify(provider, status, body), APIError)
+
+
+@pytest.mark.parametrize("provider", ["openai", "generic"])
+def test_a_proxy_refusing_the_url_credentials_stops_the_run(provider):
+    err = classify(provider, 407, "<html>Proxy Authentication Required</html>")
+    assert type(err) is FatalAPIError  # every later row would be refused the same way
+    assert "user:password in the base URL" in str(err)
