@@ -43,8 +43,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "failed-rows-count-as-done",
         "pipeline/runner.py",
-        "        if row.error is None:\n            self.state.done.add(item)\n",
-        "        self.state.done.add(item)\n        if row.error is None:\n",
+        "        if row.error is None:  # failed rows are counted by the scorer and sent again\n",
+        "        if True:\n",
         "rows that failed after all retries are never tried again on rerun: they stay wrong",
         (f"{T}runner.py", f"{T}cli.py"),
     ),

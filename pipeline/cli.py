@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug():
             raise
         print(
-            f"error: internal error ({type(exc).__name__}: {exc}); this is a bug: please report "
+            f"error: internal error ({type(exc).__name__}: {show_url(str(exc))}); this is a bug: please report "
             "it with the output of the same command run with DRVD_DEBUG=1",
             file=sys.stderr,
         )
