@@ -72,16 +72,23 @@ class ResponseCache:
 
     def __init__(self, root: Path) -> None:
         self.dir = Path(root) / "responses"
+        self.damaged: set[str] = set()  # keys whose entry was there but unreadable: a miss
 
     def _path(self, key: str) -> Path:
         return self.dir / key[-2:] / f"{key}.json"
 
     def get(self, key: str) -> Completion | None:
-        """Return the stored completion, or None on a miss or an unreadable entry."""
+        """Return the stored completion, or None on a miss or a damaged entry (then counted)."""
         try:
             data = orjson.loads(self._path(key).read_bytes())
-            return Completion(**data["completion"])
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            if not isinstance(data, dict) or data.get("key") != key:
+                msg = "not this key's entry"
+                raise ValueError(msg)
+            return Completion.from_json(data.get("completion"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            self.damaged.add(key)
             return None
 
     def put(self, key: str, completion: Completion) -> None:

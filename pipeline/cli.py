@@ -275,7 +275,11 @@ def _score(args: argparse.Namespace, console: Console) -> int:
         old = read_summary(args.run_dir)
         extra = {"run": old["run"]} if old.get("run") else None
         summary = score_run(
-            args.run_dir, model=old.get("model"), extra=extra, official_quirks=args.official_quirks
+            args.run_dir,
+            model=old.get("model"),
+            extra=extra,
+            official_quirks=args.official_quirks,
+            on_damage=lambda note: print(f"warning: {note}", file=sys.stderr),
         )
         write_summary(args.run_dir, summary)
     render(summary, console)

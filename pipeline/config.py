@@ -18,6 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.metrics import BERT_LAYERS, BERT_MODEL
 from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
+from pipeline.ratelimit import pace_problem
 from pipeline.records import FILES
 from pipeline.redact import show_value, split_url
 from pipeline.registry import (
@@ -321,7 +322,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     if protocol not in PROTOCOLS:
         msg = f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}"
         raise ConfigError(msg)
-    return EvalConfig(
+    cfg = EvalConfig(
         spec=spec,
         data=Path(values["data"]),
         files=_parse_files(flags.get("files")),
@@ -350,6 +351,18 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         bert_model=bert_model,
         bert_layers=bert_layers,
     )
+    judged = cfg.judge.concurrency if cfg.judge else 0
+    if problem := pace_problem(cfg.concurrency, judged, cfg.tpm, spec.max_tokens):
+        name, why = problem  # said as the user set it: flag, variable, or the model's own
+        value, var = str(getattr(cfg, name)).removesuffix(".0"), f"DRVD_{name.upper()}"
+        where = f"{name} {value} of model {spec.alias!r} ({spec.source})"
+        if flags.get(name) is not None:
+            where = f"--{name} {value}"
+        elif env.get(var, "").strip():
+            where = f"{var}={value}"
+        msg = f"{where} {why}"
+        raise ConfigError(msg)
+    return cfg
 
 
 def _one_knob(name: str, flag: Any, env: Mapping[str, str] | None) -> Any:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def find_root(data_dir: Path) -> Path:
     raise ConfigError(msg)
 
 
-# root -> (base folder, leading parts of `rel` to drop) that resolved the last image.
+# root -> (base folder, leading parts of `rel` to drop): the layout the first image resolved in.
+# It is decided once per dataset, so a row can never borrow an image from outside the dataset
+# folder (the parent-folder fallback) while the others resolve inside it.
 _LAYOUTS: dict[Path, tuple[Path, int]] = {}
 
 
@@ -84,25 +87,62 @@ def _layouts(root: Path, rel: Path) -> Iterator[tuple[Path, int]]:
 
 
 def resolve_image(root: Path, rel: str) -> Path | None:
-    """Return the existing file `rel` names under `root` (allowing Kaggle's layouts), or None."""
+    """Return the existing file `rel` names under `root` (allowing Kaggle's layouts), or None.
+
+    Raises OSError when the path cannot be looked up at all (e.g. a name too long).
+    """
     rel_path = Path(rel)
     if not rel or rel_path.is_absolute() or ".." in rel_path.parts:
         return None
     known = _LAYOUTS.get(root)
     if known is not None:
         candidate = known[0].joinpath(*rel_path.parts[known[1] :])
-        if candidate.is_file():
-            return candidate
-    tried = {known}
-    for layout in _layouts(root, rel_path):
-        if layout in tried:
-            continue
-        tried.add(layout)
+        return candidate if candidate.is_file() else None
+    for layout in dict.fromkeys(_layouts(root, rel_path)):
         candidate = layout[0].joinpath(*rel_path.parts[layout[1] :])
         if candidate.is_file():
             _LAYOUTS[root] = layout
             return candidate
     return None
+
+
+def _first_byte(path: Path) -> bytes:
+    """Return the first byte of the file that is not blank (nor a BOM); b"" when there is none."""
+    with path.open("rb") as f:
+        if f.read(len(_BOM)) != _BOM:
+            f.seek(0)
+        while chunk := f.read(_CHUNK):
+            if text := chunk.lstrip():
+                return text[:1]
+    return b""
+
+
+def files_with_rows(root: Path, stems: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Return the stems whose files hold something, and one warning per empty file.
+
+    Raises ConfigError, before any work, for a file that is a JSON array rather than JSON Lines,
+    and when every file is empty.
+    """
+    kept, warnings = [], []
+    for stem in stems:
+        path = root / f"{stem}.jsonl"
+        first = _first_byte(path)
+        if first == b"[":
+            lines, json = shlex.quote(str(path)), shlex.quote(str(path.with_suffix(".json")))
+            msg = (
+                f"{path} is a JSON array, not JSON Lines (one row object per line): convert it "
+                f"with `mv {lines} {json} && jq -c '.[]' {json} > {lines}`"
+            )
+            raise ConfigError(msg)
+        if first:
+            kept.append(stem)
+        else:
+            warnings.append(f"warning: {path} is empty: skipped (leave it out with --files)")
+    if not kept:
+        names = ", ".join(f"{stem}.jsonl" for stem in stems)
+        msg = f"nothing to evaluate: {names} in {root} are empty; download the dataset again"
+        raise ConfigError(msg)
+    return kept, warnings
 
 
 def count_rows(path: Path) -> int:
@@ -143,9 +183,12 @@ def _field_problem(row: Mapping[str, Any], kind: Kind) -> str | None:
 def _check_image(root: Path, rel: str) -> Path | str:
     if not rel.strip():
         return "field 'image_paths' is empty"
-    path = resolve_image(root, rel)
+    try:
+        path = resolve_image(root, rel)
+    except OSError as exc:  # e.g. ENAMETOOLONG: this row's problem, not the run's
+        return f"image path cannot be used: {_shorten(rel)} ({exc.strerror or exc})"
     if path is None:
-        return f"image not found: {rel}"
+        return f"image not found: {_shorten(rel)}"
     try:
         # Reads the header only; pixels are decoded later, off the event loop.
         with Image.open(path):
@@ -157,6 +200,10 @@ def _check_image(root: Path, rel: str) -> Path | str:
     except Exception as exc:
         return f"image does not decode: {rel} ({exc})"
     return path
+
+
+def _shorten(text: str, keep: int = 200) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], Kind] | str:

@@ -22,7 +22,7 @@ from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.lock import RequestClaims
 from pipeline.prompts import PROTOCOL_VERSION
-from pipeline.ratelimit import Throttle
+from pipeline.ratelimit import Throttle, request_tokens
 from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
 from pipeline.retry import retrying
 
@@ -31,7 +31,6 @@ NORMAL_REPORT = (
     "Visualized structures are within normal limits. No mass, fracture, or fluid collection."
 )
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])[.):]\s", re.MULTILINE)
-_IMAGE_TOKENS = 800  # rough per-image prompt tokens, only for TPM pacing
 _CLAIM_POLL, _CLAIM_POLL_MAX = 0.05, 1.0  # seconds between looks at another process's request
 
 
@@ -168,7 +167,6 @@ class APIModel:
 
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         image_url = None
-        tokens = (len(request.system or "") + len(request.text)) // 3
         if request.image is not None:
             try:
                 image_url = await asyncio.to_thread(
@@ -176,8 +174,11 @@ class APIModel:
                 )
             except OSError as exc:
                 return Outcome(None, RowError(f"image could not be encoded: {exc}"))
-            tokens += _IMAGE_TOKENS
-        tokens += request.max_tokens or 300
+        tokens = request_tokens(
+            len(request.system or "") + len(request.text),
+            image=request.image is not None,
+            max_tokens=request.max_tokens,
+        )
         sent = [0]  # attempts that reached the client
         try:
             completion = await self._call(request, image_url, tokens, sent)

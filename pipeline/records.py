@@ -109,6 +109,23 @@ class Completion:
         """Return the completion as a JSON object (what the response cache stores)."""
         return {f.name: getattr(self, f.name) for f in fields(Completion)}
 
+    @classmethod
+    def from_json(cls, data: object) -> Completion:
+        """Read a completion written by `to_json`; raise ValueError unless every field is sound."""
+        names = {f.name for f in fields(cls)}
+        texts = ("model", "request_id", "reasoning", "finish_reason")
+        counts = ("prompt_tokens", "completion_tokens", "reasoning_tokens")
+        if not (
+            isinstance(data, Mapping)
+            and set(data) <= names
+            and isinstance(data.get("text"), str)
+            and all(isinstance(data.get(name), str | None) for name in texts)
+            and all(_int(n := data.get(name, 0)) == n and n >= 0 for name in counts)
+        ):
+            msg = "not a completion: a field is missing, unknown or of the wrong type"
+            raise ValueError(msg)
+        return cls(**data)
+
     @property
     def keep(self) -> bool:
         """Say whether the reply is worth caching: an empty or cut-off reply is tried again."""

@@ -3,14 +3,16 @@
 A line is a `ResultRow` (the input row unchanged plus `model_response`, `raw_response`, `error`
 and `_meta`). Appends go straight to the kernel, so a `kill -9` loses at most a torn last line,
 which the next run cuts off. On resume the latest line for a key wins, so a retried failure
-supersedes itself. Every reader goes through `_lines`: a torn last line is skipped, an
-unparseable line before the end is damage and stops with `FILE:LINE`.
+supersedes itself. Every reader goes through `_lines`: a torn last line (no newline: the row a
+crash cut short) is skipped quietly; any other line that is not a JSON object is damage, skipped
+and reported by line number. `eval` drops damage from the file (its rows are run again), `score`
+skips it with a warning.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +20,59 @@ import aiofiles
 import orjson
 
 from pipeline.cache import write_atomic
-from pipeline.errors import DataError
 from pipeline.records import FILES, ResultRow
 
+_SHOWN = 10  # damaged line numbers listed in a note
 
-def _lines(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """Yield (offset, length, object) per line; skip blank lines and a torn last line."""
-    torn: int | None = None
+
+def _lines(path: Path, damaged: list[int]) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+    """Yield (offset, line, object) per row; add damaged line numbers to `damaged`.
+
+    Blank lines and a torn last line are skipped; any other line that is not a JSON object
+    (unparseable, or another JSON value) is damage.
+    """
     with path.open("rb") as f:
         offset = 0
         for lineno, raw in enumerate(f, start=1):
-            if torn is not None:
-                # Only the last line can be torn by a crash mid-write; anything else is damage.
-                msg = "unparseable JSON before the end of the file; repair or delete that line"
-                raise DataError(str(path), torn, msg)
             if raw.strip():
                 try:
                     data = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    torn = lineno
-                else:
-                    if not isinstance(data, dict):
-                        msg = "a results line must be a JSON object; repair or delete that line"
-                        raise DataError(str(path), lineno, msg)
-                    yield offset, len(raw), data
+                    data = None
+                if isinstance(data, dict):
+                    yield offset, raw, data
+                elif raw.endswith(b"\n"):  # only the last line can lack it: torn by a crash
+                    damaged.append(lineno)
             offset += len(raw)
 
 
-def read_rows(path: Path) -> Iterator[ResultRow]:
-    """Yield the rows of one results file, in file order."""
-    for _, _, data in _lines(path):
+def damage_note(path: Path, damaged: list[int], what: str) -> str:
+    """Say in one line which lines of `path` were damaged, and `what` became of them."""
+    shown = ", ".join(map(str, damaged[:_SHOWN]))
+    more = f" and {len(damaged) - _SHOWN} more" if len(damaged) > _SHOWN else ""
+    if len(damaged) == 1:
+        return f"1 damaged line in {path} (line {shown}) was {what}"
+    return f"{len(damaged)} damaged lines in {path} (lines {shown}{more}) were {what}"
+
+
+def read_rows(path: Path, damaged: list[int]) -> Iterator[ResultRow]:
+    """Yield the rows of one results file, in file order; add damaged line numbers to `damaged`."""
+    for _, _, data in _lines(path, damaged):
         yield ResultRow.from_json(data)
 
 
-def read_run(run_dir: Path) -> Iterator[tuple[str, ResultRow]]:
-    """Yield (stem, row) from each results file present in a run folder."""
+def read_run(
+    run_dir: Path, on_damage: Callable[[str], None] | None = None
+) -> Iterator[tuple[str, ResultRow]]:
+    """Yield (stem, row) from each results file present in a run folder; skip damaged lines."""
     for stem in FILES:
         path = run_dir / f"{stem}.jsonl"
         if path.is_file():
-            for row in read_rows(path):
+            damaged: list[int] = []
+            for row in read_rows(path, damaged):
                 yield stem, row
+            if damaged and on_damage is not None:
+                on_damage(damage_note(path, damaged, "skipped: run eval to re-run them"))
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -90,12 +105,22 @@ class ResultsFile:
         self.path = path
         self._handle: Any = None
 
-    def finished(self) -> dict[str, ResultRow]:
-        """Return the latest row per key already on disk, after cutting a torn tail."""
+    def finished(self, on_damage: Callable[[str], None] | None = None) -> dict[str, ResultRow]:
+        """Return the latest row per key already on disk, after cutting a torn tail.
+
+        Damaged lines are dropped: the file is rewritten atomically with every other line, in
+        order, and `on_damage` is told which (their rows are then run again).
+        """
         if not self.path.exists():
             return {}
         _cut_torn_tail(self.path)
-        return {row.key: row for row in read_rows(self.path) if row.key is not None}
+        damaged: list[int] = []
+        done = {row.key: row for row in read_rows(self.path, damaged) if row.key is not None}
+        if damaged:
+            write_atomic(self.path, (raw for _, raw, _ in _lines(self.path, [])))
+            if on_damage is not None:
+                on_damage(damage_note(self.path, damaged, "dropped and will be re-run"))
+        return done
 
     async def append(self, rows: list[ResultRow]) -> None:
         """Append rows and hand them to the kernel before returning."""
@@ -116,10 +141,10 @@ class ResultsFile:
         if not self.path.exists():
             return
         latest: dict[str, tuple[int, int, int]] = {}
-        for offset, length, data in _lines(self.path):
+        for offset, raw, data in _lines(self.path, []):
             meta = data.get("_meta")
             if isinstance(meta, dict) and isinstance(key := meta.get("key"), str):
-                latest[key] = (int(meta.get("line") or 0), offset, length)
+                latest[key] = (int(meta.get("line") or 0), offset, len(raw))
         order = sorted(latest.values())
         with self.path.open("rb") as f:
 

@@ -20,7 +20,7 @@ from pipeline.answers import result_row, unanswered
 from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
 from pipeline.config import EvalConfig
-from pipeline.dataset import count_rows, find_root, iter_samples
+from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
 from pipeline.errors import ConfigError, DataError, FatalAPIError
 from pipeline.images import ImageCache
 from pipeline.judge import Judge
@@ -85,10 +85,13 @@ class Run:
         self.show_progress = show_progress
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
         self.root = find_root(cfg.data)
-        self.stems = [s for s in cfg.files if (self.root / f"{s}.jsonl").exists()]
-        if not self.stems:
+        present = [s for s in cfg.files if (self.root / f"{s}.jsonl").exists()]
+        if not present:
             msg = f"{cfg.data}: none of {', '.join(cfg.files)} (.jsonl) found"
             raise ConfigError(msg)
+        self.stems, warnings = files_with_rows(self.root, present)
+        for warning in warnings:
+            self.on_invalid(warning)
         self.outputs = {s: ResultsFile(cfg.run_dir / f"{s}.jsonl") for s in self.stems}
         self._workers = cfg.concurrency + max(2, cfg.concurrency // 4)
 
@@ -99,7 +102,7 @@ class Run:
         answer then comes from the response cache.
         """
         for stem, output in self.outputs.items():
-            for row in output.finished().values():
+            for row in output.finished(self.on_invalid).values():
                 self._account(stem, row)
                 if self.judge is not None and self.judge.needs(row):
                     self.state.done.discard((stem, str(row.key)))
@@ -282,7 +285,7 @@ class Run:
                 # recorded: the files decide what the partial summary counts.
                 self.state.scorer = Scorer(official_quirks=self.cfg.official_quirks)
                 for stem, output in self.outputs.items():
-                    for row in output.finished().values():
+                    for row in output.finished(self.on_invalid).values():
                         self.state.scorer.add(stem, row)
             # Written on every exit, Ctrl-C included.
             summary = self.summary()
@@ -312,18 +315,25 @@ async def run_eval(
         clock: the clock pacing and 429 pauses run on (tests: a virtual one).
     """
     async with AsyncExitStack() as stack:
+        cache = ResponseCache(cfg.cache_dir) if cfg.use_cache else None  # the judge's too
         responder: Responder = RandomModel(seed=cfg.seed)
         if cfg.spec.remote:
-            responder = await _api_model(cfg, stack, sleep, clock)
+            responder = await _api_model(cfg, stack, sleep, clock, cache)
         judge = None
         if (judge_cfg := cfg.judge_config()) is not None:
-            model = await _api_model(judge_cfg, stack, sleep, clock)
+            model = await _api_model(judge_cfg, stack, sleep, clock, cache)
             bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
             if bert is not None:
                 stack.callback(bert.close)
             judge = Judge(model, variant=cfg.keyword_prompt, bert=bert)
         run = Run(cfg, responder, judge=judge, show_progress=show_progress)
-        return await run.execute()
+        result = await run.execute()
+        if cache is not None and cache.damaged:
+            run.on_invalid(
+                f"cache: {len(cache.damaged)} damaged entries in {cache.dir} were ignored and "
+                "their requests sent again"
+            )
+        return result
 
 
 async def _api_model(
@@ -331,6 +341,7 @@ async def _api_model(
     stack: AsyncExitStack,
     sleep: Callable[[float], Awaitable[None]] | None,
     clock: Clock | None,
+    cache: ResponseCache | None,
 ) -> APIModel:
     """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and pace."""
     extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
@@ -350,7 +361,7 @@ async def _api_model(
         cfg,
         client,
         throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm, clock=clock),
-        cache=ResponseCache(cfg.cache_dir) if cfg.use_cache else None,
+        cache=cache,
         images=ImageCache(cfg.cache_dir),
         sleep=sleep,
         extra_body=extra_body,

@@ -9,7 +9,7 @@ comes from the rows. Whatever the official scripts do not compute is listed unde
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -302,11 +302,15 @@ def score_run(
     model: str | None = None,
     extra: Mapping[str, Any] | None = None,
     official_quirks: bool = False,
+    on_damage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Return the summary of a run folder from its results files alone (no API calls)."""
+    """Return the summary of a run folder from its results files alone (no API calls).
+
+    Damaged lines are skipped, and `on_damage` is told which.
+    """
     scorer = Scorer(official_quirks=official_quirks)
     seen_model: str | None = None
-    for stem, row in read_run(run_dir):
+    for stem, row in read_run(run_dir, on_damage):
         scorer.add(stem, row)
         seen_model = seen_model or row.model
     name = model or seen_model or run_dir.resolve().name

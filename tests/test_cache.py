@@ -120,6 +120,7 @@ def test_corrupt_entry_is_a_miss(tmp_path: Path, content: bytes) -> None:
     path = next((tmp_path / "responses").glob("*/*.json"))
     path.write_bytes(content)
     assert cache.get(key()) is None
+    assert cache.damaged == {key()}  # counted, for the run to report
     cache.put(key(), Completion("C"))  # and a fresh answer replaces it
     assert cache.get(key()) == Completion("C")
 
@@ -240,3 +241,38 @@ def test_stats_and_clear(tmp_path: Path) -> None:
     assert cache.get(key()) is None
     cache.put(key(), Completion("again"))  # usable after a clear
     assert cache.stats()["entries"] == 1
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        {"text": 5},
+        {"text": "A", "prompt_tokens": "x"},
+        {"text": "A", "completion_tokens": True},
+        {"text": "A", "reasoning_tokens": -1},
+        {"text": "A", "model": 3},
+        {"text": None},
+        {"text": "A", "unknown": 1},
+    ],
+)
+def test_an_entry_with_wrong_types_is_a_damaged_miss(
+    tmp_path: Path, completion: dict[str, Any]
+) -> None:
+    cache = ResponseCache(tmp_path)
+    cache.put(key(), Completion("B"))
+    path = next((tmp_path / "responses").glob("*/*.json"))
+    path.write_bytes(orjson.dumps({"key": key(), "completion": completion}))
+    assert cache.get(key()) is None
+    assert cache.get(key(epoch=1)) is None  # absent: a plain miss, not damage
+    assert cache.damaged == {key()}
+
+
+def test_an_entry_filed_under_another_key_is_a_damaged_miss(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path)
+    cache.put(key(epoch=1), Completion("B"))
+    path = next((tmp_path / "responses").glob("*/*.json"))
+    moved = cache.dir / key()[-2:] / f"{key()}.json"
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(moved)
+    assert cache.get(key()) is None
+    assert cache.damaged == {key()}

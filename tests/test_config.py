@@ -368,3 +368,23 @@ def test_a_bad_base_url_is_echoed_without_its_password() -> None:
         load("openai:m", base_url="http://u:Pw-secret@h:port/v1")
     assert "Pw-secret" not in str(info.value)
     assert "'http://u:***@h:port/v1' is not valid: has an invalid port" in str(info.value)
+
+
+def test_a_tpm_below_one_request_is_refused_wherever_it_is_set(tmp_path: Path) -> None:
+    smallest = 800 + 50 + len("Only respond with one capital letter.") // 3  # image, reply, prompt
+    assert load(tpm=smallest).tpm == smallest
+    with pytest.raises(ConfigError, match=rf"^--tpm {smallest - 1} is less than one request"):
+        load(tpm=smallest - 1)
+    with pytest.raises(ConfigError, match=r"^DRVD_TPM=900 .* at least 9004"):
+        load("deepseek-thinking", env={"DRVD_TPM": "900"})  # its replies may be 8192 tokens
+    models = tmp_path / "models.toml"
+    models.write_text('[models.slow]\nmodel = "m"\nbase_url = "http://h/v1"\ntpm = 10\n')
+    with pytest.raises(
+        ConfigError, match=re.escape(f"tpm 10 of model 'slow' ({models}) is less than")
+    ):
+        load("slow", models_file=models)
+
+
+def test_a_concurrency_in_the_millions_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^--concurrency 1000000 is more than 4096 requests"):
+        load(concurrency=1_000_000)

@@ -336,3 +336,36 @@ def test_samples_resolve_images_in_kaggle_layout(tmp_path: Path) -> None:
     samples, errors = _read(root, "visual_evidence_qa")
     assert errors == []
     assert samples[0].image == path
+
+
+def test_the_image_layout_is_decided_once_per_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _image(root)  # row 1 resolves inside the dataset folder...
+    _image(tmp_path, "images/ct/0002.png")  # ...row 2's image exists only beside it
+    _write(
+        root / "visual_evidence_qa.jsonl", [_evidence(), _evidence(image_paths=IMG[:-5] + "2.png")]
+    )
+    samples, _ = _read(root, "visual_evidence_qa")
+    assert [s.problem for s in samples] == [None, "image not found: images/ct/0002.png"]
+
+
+def test_a_kaggle_layout_found_after_a_missing_image_resolves_every_row(tmp_path: Path) -> None:
+    for n in (2, 3):
+        _image(tmp_path, f"images/images/ct/000{n}.png")  # the first folder doubled
+    lines = [_evidence(image_paths=f"images/ct/000{n}.png") for n in (1, 2, 3)]  # 1 is missing
+    _write(tmp_path / "visual_evidence_qa.jsonl", lines)
+    samples, _ = _read(tmp_path, "visual_evidence_qa")
+    assert [s.problem for s in samples] == ["image not found: images/ct/0001.png", None, None]
+    assert samples[2].image == tmp_path / "images/images/ct/0003.png"
+
+
+@pytest.mark.parametrize("rel", ["a" * 300 + ".png", "images/" + "x/" * 2500 + "y.png"])
+def test_an_image_path_the_filesystem_refuses_is_a_row_problem(tmp_path: Path, rel: str) -> None:
+    _image(tmp_path)
+    _write(tmp_path / "joint_qa.jsonl", [_joint(image_paths=rel), _joint()])
+    samples, errors = _read(tmp_path, "joint_qa")
+    assert errors == []
+    assert samples[0].problem == (
+        f"image path cannot be used: {rel[:200]}... ({len(rel)} characters) (File name too long)"
+    )
+    assert samples[1].problem is None

@@ -259,7 +259,7 @@ async def test_cache_key_ignores_key_timeout_retries_and_concurrency(
 
     base = await key_of()
     assert base == await key_of(api_key="sk-other", timeout=5.0, max_retries=0, concurrency=1)
-    assert base == await key_of(rpm=10.0, tpm=100.0)
+    assert base == await key_of(rpm=10.0, tpm=100_000.0)
     assert base != await key_of(legacy_mime=True)
     assert base != await key_of(model="openai:other-model")
     assert base != await key_of(base_url=fake_server.url + "/other")

@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.errors import DataError
 from pipeline.records import ResultRow
 from pipeline.results import ResultsFile, read_rows
 
@@ -91,18 +90,35 @@ def test_lines_of_other_tools_are_read_but_never_resumed(tmp_path: Path) -> None
     )
     results = ResultsFile(path)
     assert set(results.finished()) == {"a", "b"}
-    assert [r.key for r in read_rows(path)] == ["a", None, None, "b"]
+    assert [r.key for r in read_rows(path, [])] == ["a", None, None, "b"]
     results.finalize()
     assert lines(path) == [row("b", 1), row("a", 2)]
 
 
-@pytest.mark.parametrize("damage", [b"# a comment", b"[1, 2]", b'{"torn'])
-def test_damage_before_the_last_line_names_file_and_line(tmp_path: Path, damage: bytes) -> None:
+@pytest.mark.parametrize("damage", [b"# a comment", b"[1, 2]", b'{"torn', b'"a string"'])
+def test_damage_is_dropped_from_the_file_and_reported(tmp_path: Path, damage: bytes) -> None:
     path = tmp_path / "r.jsonl"
-    write(path, [row("a", 1)], damage + b"\n" + orjson.dumps(row("b", 2)) + b"\n")
-    with pytest.raises(DataError) as info:
-        ResultsFile(path).finished()
-    assert str(info.value).startswith(f"{path}:2: ")
+    good = [orjson.dumps(row(k, i)) + b"\n" for i, k in enumerate("abcd", start=1)]
+    # Damage on lines 2 and 4; the torn tail (no newline: a crash cut it) is cut quietly.
+    path.write_bytes(good[0] + damage + b"\n" + good[1] + damage + b"\n" + good[2] + b'{"to')
+    notes: list[str] = []
+    assert set(ResultsFile(path).finished(notes.append)) == {"a", "b", "c"}
+    assert notes == [f"2 damaged lines in {path} (lines 2, 4) were dropped and will be re-run"]
+    assert path.read_bytes() == b"".join(good[:3])  # every good line kept, in order
+    assert ResultsFile(path).finished(notes.append).keys() == {"a", "b", "c"}
+    assert len(notes) == 1  # repaired once
+    assert [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]  # no temporary file left
+
+
+def test_a_long_damage_list_stays_one_short_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"x\n" * 25 + orjson.dumps(row("a", 1)) + b"\n")
+    notes: list[str] = []
+    assert set(ResultsFile(path).finished(notes.append)) == {"a"}
+    assert notes == [
+        f"25 damaged lines in {path} (lines 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 15 more) were "
+        "dropped and will be re-run"
+    ]
 
 
 def test_a_row_survives_the_round_trip(tmp_path: Path) -> None:
@@ -124,7 +140,7 @@ async def test_append_then_finalize_restores_input_order(tmp_path: Path) -> None
     await results.append([result("a", 1, "D")])  # the retried row supersedes its failure
     await results.close()
     results.finalize()
-    order = [(r.key, r.model_response) for r in read_rows(results.path)]
+    order = [(r.key, r.model_response) for r in read_rows(results.path, [])]
     assert order == [("a", "D"), ("b", "A"), ("c", "A")]
     assert [p.name for p in results.path.parent.iterdir()] == ["r.jsonl"]  # no temp left
 

@@ -24,7 +24,6 @@ from test_scoring import (
     our_cells,
 )
 
-from pipeline.errors import DataError
 from pipeline.metrics import sentence_bleu
 from pipeline.records import ResultRow
 from pipeline.results import read_run
@@ -430,14 +429,16 @@ def test_read_run_skips_torn_tail_and_missing_files(run_dir):
     assert stems == ["visual_evidence_qa"] * 4 + ["joint_qa"] * 3 + ["report_generation"] * 2
 
 
-def test_score_run_rejects_damage_before_the_end(tmp_path):
+def test_score_run_skips_damage_and_says_which_lines(tmp_path):
     path = tmp_path / "independent_qa.jsonl"
-    path.write_bytes(b'{"level": "organ"}\n{"broken\n{"level": "lesion"}\n')
-    with pytest.raises(DataError, match=r"independent_qa\.jsonl:2:"):
-        score_run(tmp_path)
-    path.write_bytes(b'{"level": "organ"}\n[1, 2]\n')
-    with pytest.raises(DataError, match=r":2: a results line must be a JSON object"):
-        score_run(tmp_path)
+    path.write_bytes(b'{"level": "organ"}\n{"broken\n[1, 2]\n{"level": "lesion"}\n{"torn')
+    notes: list[str] = []
+    summary = score_run(tmp_path, on_damage=notes.append)
+    assert summary["files"]["independent_qa"]["n"] == 2
+    assert notes == [
+        f"2 damaged lines in {path} (lines 2, 3) were skipped: run eval to re-run them"
+    ]
+    assert score_run(tmp_path)["files"] == summary["files"]  # nobody told: skipped all the same
 
 
 def test_score_run_gives_expected_summary(run_dir):
