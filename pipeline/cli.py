@@ -22,12 +22,12 @@ from pipeline.config import (
     malloc_arenas_set,
     user_models,
 )
-from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError
+from pipeline.errors import ConfigError, DataError, FatalAPIError, PipelineError, WriteError
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
 from pipeline.registry import MODELS
 from pipeline.render import render
-from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
+from pipeline.runner import EXIT_FATAL, EXIT_USAGE, EXIT_WRITE, INTERRUPTED, run_eval
 from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 
 EXIT_INTERRUPTED = 130
@@ -46,7 +46,8 @@ def _env_help() -> str:
         "  DRVD_JUDGE_API_KEY  key for the judge; overrides its provider's variable",
         "",
         "exit status: 0 every row answered; 1 some rows failed (rerun to retry them);",
-        "             2 usage or config error; 3 a fatal API error stopped the run; 130 Ctrl-C",
+        "             2 usage or config error; 3 a fatal API error stopped the run;",
+        "             5 a file could not be written (disk full): free space, rerun; 130 Ctrl-C",
         "",
         f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
     ]
@@ -268,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+    except WriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_WRITE
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
