@@ -2,12 +2,13 @@
 
 Rows are appended whole or not at all (`ResultsFile.append`), so nothing already written is
 damaged. The first of our writes that fails (disk full, quota, read-only, I/O error: a results
-append, a response-cache entry, the summary) stops the run as a fatal error does: no new row is
-taken, the requests in flight finish, and every row that arrives from then on is held in memory.
-At the end the held rows are written once more. If that fails too and some of them carry a paid
-answer the response cache could not store, the run says so and tries again every `RETRY_EVERY`
-seconds for `hold_seconds`: space freed in time saves them, else the rerun pays for them again.
-Held rows whose answers are cached are not waited for: the rerun takes them from the cache free.
+append, a response-cache entry, the summary, the final reordering) stops the run as a fatal
+error does: no new row is taken, the requests in flight finish, and every row that arrives from
+then on is held in memory. At the end the held rows are written once more. If that fails too and
+some of them carry a paid answer the response cache could not store, the run says so and tries
+again every `RETRY_EVERY` seconds for `hold_seconds`: space freed in time saves them, else the
+rerun pays for them again. Held rows whose answers are cached are not waited for: the rerun
+takes them from the cache free.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pipeline.records import ResultRow
 from pipeline.results import ResultsFile
@@ -97,7 +97,7 @@ class Sink:
         """Write the held rows; while some carry an answer lost otherwise, wait for space."""
         if await self._write_held() or not (paid := self.paid_unsaved()):
             return
-        folder = Path(next(iter(self.outputs.values())).path).parent
+        folder = next(iter(self.outputs.values())).path.parent  # the run folder
         say(
             f"disk full: holding {paid} paid answers in memory; free space in {folder} "
             f"within {hold_seconds:g} s to keep them"
