@@ -240,12 +240,13 @@ MUTANTS: tuple[Mutant, ...] = (
         RESULTS,
     ),
     Mutant(
-        "append-not-flushed",
+        "failed-append-not-cut-back",
         "pipeline/results.py",
-        "        await self._handle.flush()\n",
-        "",
-        "rows sit in a Python buffer: a kill -9 loses answered (and paid) rows",
-        RESULTS,
+        "                os.ftruncate(self._fd, start)\n",
+        "                pass\n",
+        "a disk-full append leaves a partial line that the next append glues onto: damage in the "
+        "middle of the results file",
+        (f"{T}disk.py",),
     ),
     # --- scoring ---------------------------------------------------------------------------------
     Mutant(

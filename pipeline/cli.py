@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import errno
 import signal
 import sys
 from collections.abc import Awaitable, Sequence
@@ -24,19 +25,20 @@ from pipeline.config import (
     malloc_arenas_set,
     user_models,
 )
-from pipeline.errors import ConfigError, FatalAPIError, PipelineError
+from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError
 from pipeline.lock import run_lock
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
 from pipeline.redact import show_url
 from pipeline.registry import MODELS
 from pipeline.render import render
-from pipeline.runner import EXIT_FATAL, EXIT_USAGE, INTERRUPTED, run_eval
+from pipeline.runner import EXIT_FATAL, EXIT_USAGE, EXIT_WRITE, INTERRUPTED, run_eval
 from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
 EXIT_INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # docker stop, Slurm, Kubernetes; a closed terminal
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 SAMPLE_DIR = Path(__file__).parent / "sample"
 
@@ -54,8 +56,9 @@ def _env_help() -> str:
         "exit status: 0 every row answered; 1 some rows failed (the message says whether a",
         "             rerun retries them, or the input must be fixed); 2 usage or config error,",
         "             or the run folder is in use by another process; 3 a fatal API error",
-        "             stopped the run; 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP (all three: partial",
-        "             summary written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it)",
+        "             stopped the run; 5 a file could not be written (disk full): free space,",
+        "             rerun; 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP (these three: partial summary",
+        "             written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it)",
         "",
         f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
     ]
@@ -330,6 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalAPIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+    except WriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_WRITE
+    except OSError as exc:  # a file we were told to use, or a disk that refuses a write
+        print(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_WRITE if exc.errno in _WRITE_ERRNOS else EXIT_USAGE
     except PipelineError as exc:  # ConfigError, DataError, RunLocked
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

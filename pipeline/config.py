@@ -35,6 +35,7 @@ DEFAULT_CACHE_DIR = Path("cache")
 DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
 DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
 DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
+DEFAULT_HOLD_SECONDS = 120.0  # a full disk: how long paid answers no file holds wait for space
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,13 @@ KNOBS = (
     ),
     Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
+    Knob(
+        "hold_seconds",
+        "DRVD_HOLD_SECONDS",
+        _positive_float,
+        "disk full: seconds to wait for space before paid answers held in memory are lost",
+        DEFAULT_HOLD_SECONDS,
+    ),
     Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
     Knob("base_url", "DRVD_BASE_URL", _url, "endpoint for openai:<model-id> or to override one"),
     Knob(
@@ -162,6 +170,7 @@ class EvalConfig:
     timeout: float = DEFAULT_TIMEOUT
     row_deadline: float = DEFAULT_ROW_DEADLINE
     fail_streak: int = DEFAULT_FAIL_STREAK
+    hold_seconds: float = DEFAULT_HOLD_SECONDS
     cache_dir: Path = DEFAULT_CACHE_DIR
     use_cache: bool = True
     seed: int = 0
@@ -338,6 +347,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         max_retries=values["max_retries"],
         timeout=values["timeout"] if values["timeout"] is not None else spec.timeout,
         cache_dir=Path(values["cache_dir"]),
+        hold_seconds=values["hold_seconds"],
         use_cache=not flags.get("no_cache", False),
         seed=flags.get("seed") or 0,
         legacy_mime=bool(flags.get("legacy_mime", False)),

@@ -3,6 +3,7 @@
     PipelineError                 base; the CLI turns it into one line and an exit code
     ├── ConfigError               bad flag, env var or missing key          → exit 2
     ├── DataError                 a bad dataset row: file, line, field      → row fails, run goes on
+    ├── WriteError                a file of the run cannot be written       → exit 5
     └── APIError                  a provider call went wrong (status, code, message)
         ├── RetryableError        transient: back off and send again
         ├── RowError              permanent for this input: fail the row, never retry
@@ -30,6 +31,10 @@ class DataError(PipelineError):
         self.line = line
         self.message = message
         super().__init__(f"{path}:{line}: {message}")
+
+
+class WriteError(PipelineError):
+    """A file of the run cannot be written: disk full, quota, read-only, I/O error."""
 
 
 class APIError(PipelineError):

@@ -150,6 +150,7 @@ class ImageCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._warned = False  # a full disk fails every entry: say so once
 
     def data_url(self, spec: ImageSpec, *, legacy_mime: bool = False) -> str:
         """Return the data URL for `spec`, from disk when already encoded."""
@@ -171,7 +172,9 @@ class ImageCache:
             write_atomic(entry, url.encode("ascii"))
         except OSError as exc:
             # The cache only saves work; a full disk must not fail the row.
-            log.warning("cannot write image cache entry %s: %s", entry, exc)
+            if not self._warned:
+                self._warned = True
+                log.warning("cannot write image cache entry %s: %s (said once)", entry, exc)
         return url
 
 

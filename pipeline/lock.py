@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, WriteError
 
 LOCK_NAME = ".lock"
 CLAIMS_NAME = ".claims"
@@ -36,8 +36,13 @@ class RunLocked(ConfigError):
 @contextmanager
 def run_lock(run_dir: Path, command: str) -> Iterator[None]:
     """Hold the run folder's lock for the `with` block, or raise `RunLocked` at once."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        where = exc.filename or run_dir
+        msg = f"cannot create {where}: {exc.strerror or exc}; free space or pick another --out"
+        raise WriteError(msg) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,8 +56,9 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
         # Who holds it, for the message above; never the command line (it may hold a URL).
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         who = f"`drvd {command}` (pid {os.getpid()} on {socket.gethostname()}, since {started})"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, who.encode() + b"\n", 0)
+        with contextlib.suppress(OSError):  # only informative: a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, who.encode() + b"\n", 0)
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -2,7 +2,8 @@
 
 For an API model the order is: cache lookup (free: no slot, no token, no encoding) → encode the
 image off the event loop → per attempt: take an in-flight slot, wait for the throttle, send.
-A success is stored in the cache before it is returned, so a crash after it never pays twice.
+A success is stored in the cache before it is returned, so a crash after it never pays twice; one
+the cache cannot store (disk full) is returned marked `unsaved`, and the runner stops.
 """
 
 from __future__ import annotations
@@ -187,8 +188,12 @@ class APIModel:
             raise
         except APIError as exc:
             return Outcome(None, exc, Usage(api_calls=sent[0], retries=max(sent[0] - 1, 0)))
+        unsaved = None
         if self.cache is not None and completion.keep:
-            self.cache.put(key, completion)  # durable before the row can count as done
+            try:
+                self.cache.put(key, completion)  # durable before the row can count as done
+            except OSError as exc:  # disk full: the answer is in hand, the row still goes on
+                unsaved = f"{self.cache.dir}: {exc.strerror or exc}"
         usage = Usage(
             api_calls=sent[0],
             retries=sent[0] - 1,
@@ -196,7 +201,7 @@ class APIModel:
             completion_tokens=completion.completion_tokens,
             reasoning_tokens=completion.reasoning_tokens,
         )
-        return Outcome(completion, usage=usage)
+        return Outcome(completion, usage=usage, unsaved=unsaved)
 
     async def _call(
         self, request: ChatRequest, image_url: str | None, tokens: int, sent: list[int]

@@ -182,6 +182,7 @@ class Outcome:
     completion: Completion | None
     error: APIError | None = None
     usage: Usage = Usage()
+    unsaved: str | None = None  # a paid completion the cache could not store: "PATH: why"
 
 
 @dataclass(frozen=True, slots=True)

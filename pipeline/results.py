@@ -2,21 +2,23 @@
 
 A line is a `ResultRow` (the input row unchanged plus `model_response`, `raw_response`, `error`
 and `_meta`). Appends go straight to the kernel, so a `kill -9` loses at most a torn last line,
-which the next run cuts off. On resume the latest line for a key wins, so a retried failure
-supersedes itself. Every reader goes through `_lines`: a torn last line (no newline: the row a
-crash cut short) is skipped quietly; any other line that is not a JSON object is damage, skipped
-and reported by line number. `eval` drops damage from the file (its rows are run again), `score`
+which the next run cuts off; an append that fails (disk full) is cut back, so the file always
+ends on a whole line. On resume the latest line for a key wins, so a retried failure supersedes
+itself. Every reader goes through `_lines`: a torn last line (no newline: the row a crash cut
+short) is skipped quietly; any other line that is not a JSON object is damage, skipped and
+reported by line number. `eval` drops damage from the file (its rows are run again), `score`
 skips it with a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiofiles
 import orjson
 
 from pipeline.cache import write_atomic
@@ -103,7 +105,8 @@ class ResultsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle: Any = None
+        self._fd: int | None = None
+        self._lock = threading.Lock()  # one write at a time; close waits for a write in flight
 
     def finished(self, on_damage: Callable[[str], None] | None = None) -> dict[str, ResultRow]:
         """Return the latest row per key already on disk, after cutting a torn tail.
@@ -123,18 +126,36 @@ class ResultsFile:
         return done
 
     async def append(self, rows: list[ResultRow]) -> None:
-        """Append rows and hand them to the kernel before returning."""
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = await aiofiles.open(self.path, "ab")
-        await self._handle.write(b"".join(r.to_json() + b"\n" for r in rows))
-        await self._handle.flush()
+        """Append rows and hand them to the kernel before returning, all of them or none.
+
+        An OSError (disk full, quota, read-only, I/O error) propagates once the file is cut back
+        to its size before this append: it still ends on a whole line.
+        """
+        await asyncio.to_thread(self._append, b"".join(r.to_json() + b"\n" for r in rows))
+
+    def _append(self, data: bytes) -> None:
+        with self._lock:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            start = os.fstat(self._fd).st_size
+            view = memoryview(data)
+            try:
+                while view:  # a write may take only part of the data
+                    view = view[os.write(self._fd, view) :]
+            except BaseException:
+                os.ftruncate(self._fd, start)
+                raise
 
     async def close(self) -> None:
         """Close the append handle, if open."""
-        if self._handle is not None:
-            await self._handle.close()
-            self._handle = None
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def finalize(self) -> None:
         """Rewrite the file in input order with one line per key (the latest), atomically."""

@@ -3,6 +3,7 @@
     dataset ──▶ Queue(bounded) ──▶ N workers (model, judge) ──▶ Queue ──▶ sink: append + score
 
 Only the sink writes results, and a row counts as done once its line is handed to the kernel.
+A write that fails (disk full) stops the run and keeps what it can (pipeline/sink.py): exit 5.
 Finished rows are skipped on a rerun; failed ones are tried again. The summary is built from
 the rows alone, so the one written live equals the one `drvd score` rebuilds from the files.
 """
@@ -21,7 +22,7 @@ from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
-from pipeline.errors import ConfigError, DataError, FatalAPIError
+from pipeline.errors import ConfigError, DataError, FatalAPIError, WriteError
 from pipeline.images import ImageCache
 from pipeline.judge import Judge
 from pipeline.metrics import BertScore
@@ -32,9 +33,10 @@ from pipeline.ratelimit import Clock, Throttle
 from pipeline.records import ResultRow, Sample
 from pipeline.registry import thinking_body
 from pipeline.results import ResultsFile
-from pipeline.summary import Scorer, write_summary
+from pipeline.sink import Item, Sink, why
+from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
 
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE = 0, 1, 2, 3, 5
 INTERRUPTED = "interrupted: rerun the same command to resume"
 CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues
@@ -93,6 +95,7 @@ class Run:
         for warning in warnings:
             self.on_invalid(warning)
         self.outputs = {s: ResultsFile(cfg.run_dir / f"{s}.jsonl") for s in self.stems}
+        self.sink = Sink(self.outputs, record=self._saved, stop=self._stop)
         self._workers = cfg.concurrency + max(2, cfg.concurrency // 4)
 
     def _load_finished(self) -> None:
@@ -131,9 +134,7 @@ class Run:
             yield sample
 
     async def _produce(
-        self,
-        queue: asyncio.Queue[tuple[str, Sample] | None],
-        sink: asyncio.Queue[tuple[str, ResultRow] | None],
+        self, queue: asyncio.Queue[tuple[str, Sample] | None], sink: asyncio.Queue[Item]
     ) -> None:
         for stem in self.stems:
             for sample in self._samples(stem):
@@ -152,9 +153,7 @@ class Run:
         await sink.put(_DONE)
 
     async def _work(
-        self,
-        queue: asyncio.Queue[tuple[str, Sample] | None],
-        sink: asyncio.Queue[tuple[str, ResultRow] | None],
+        self, queue: asyncio.Queue[tuple[str, Sample] | None], sink: asyncio.Queue[Item]
     ) -> None:
         while (item := await queue.get()) is not _DONE:
             stem, sample = item
@@ -162,10 +161,14 @@ class Run:
                 continue  # drain without answering: the run is stopping
             request = build_request(sample, self.cfg.protocol, max_tokens=self.cfg.spec.max_tokens)
             try:
-                row = result_row(sample, request, await self.responder.respond(sample, request))
+                outcome = await self.responder.respond(sample, request)
             except FatalAPIError as exc:
                 self.state.fatal = self.state.fatal or str(exc)
                 continue
+            if outcome.unsaved is not None:  # paid, and in no cache: the sink must keep it
+                self.sink.unsaved.add((stem, sample.key))
+                self.sink.fail(outcome.unsaved)
+            row = result_row(sample, request, outcome)
             if self.judge is not None and row.error is None:
                 try:
                     row = await self.judge.grade(row)
@@ -175,27 +178,13 @@ class Run:
             await sink.put((stem, row))
         await sink.put(_DONE)
 
-    async def _sink(
-        self, sink: asyncio.Queue[tuple[str, ResultRow] | None], progress: RunProgress
-    ) -> None:
-        open_senders = self._workers + 1  # the workers and the producer
-        while open_senders:
-            batch: dict[str, list[ResultRow]] = {}
-            item = await sink.get()
-            while True:
-                if item is _DONE:
-                    open_senders -= 1
-                else:
-                    batch.setdefault(item[0], []).append(item[1])
-                if sink.empty() or not open_senders:
-                    break
-                item = sink.get_nowait()
-            for stem, rows in batch.items():
-                await self.outputs[stem].append(rows)  # durable before it counts as done
-                for row in rows:
-                    self._record(stem, row)
-            if count := sum(len(rows) for rows in batch.values()):
-                progress.advance(count, self.state.scorer.running())
+    def _saved(self, stem: str, rows: list[ResultRow]) -> None:
+        for row in rows:
+            self._record(stem, row)
+        self._progress.advance(len(rows), self.state.scorer.running())
+
+    def _stop(self, reason: str) -> None:
+        self.state.fatal = self.state.fatal or reason
 
     def _record(self, stem: str, row: ResultRow) -> None:
         self._account(stem, row)
@@ -254,7 +243,11 @@ class Run:
 
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
-        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create {self.cfg.run_dir}: {why(exc)}; free space or pick another --out"
+            raise WriteError(msg) from exc
         bert = self.judge.bert if self.judge is not None else None
         if bert is not None and "report_generation" in self.stems:
             await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
@@ -266,13 +259,14 @@ class Run:
         progress.advance(len(self.state.done), self.state.scorer.running())
         # More workers than slots, so image encoding overlaps the requests in flight.
         queue: asyncio.Queue[tuple[str, Sample] | None] = asyncio.Queue(self._workers * 2)
-        sink: asyncio.Queue[tuple[str, ResultRow] | None] = asyncio.Queue()
+        sink: asyncio.Queue[Item] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._produce(queue, sink))
                 for _ in range(self._workers):
                     tg.create_task(self._work(queue, sink))
-                tg.create_task(self._sink(sink, progress))
+                tg.create_task(self.sink.drain(sink, self._workers + 1))
+            await self.sink.flush(self.cfg.hold_seconds, self.on_invalid)
         except asyncio.CancelledError:
             self.state.fatal = self.state.fatal or INTERRUPTED
             raise
@@ -289,10 +283,20 @@ class Run:
                         self.state.scorer.add(stem, row)
             # Written on every exit, Ctrl-C included.
             summary = self.summary()
-            write_summary(self.cfg.run_dir, summary)
+            try:
+                write_summary(self.cfg.run_dir, summary)
+            except OSError as exc:
+                self.sink.fail(f"{self.cfg.run_dir / SUMMARY_NAME}: {why(exc)}")
         if not self.state.fatal:
             for output in self.outputs.values():
-                output.finalize()
+                try:
+                    output.finalize()
+                except OSError as exc:  # the file is left as it was: the rerun puts it in order
+                    self.sink.fail(f"{output.path}: {why(exc)}")
+                    break
+        if self.sink.failure:
+            saved = self.state.scorer.running()["rows"]
+            return RunResult(summary, EXIT_WRITE, self.sink.report(saved))
         if self.state.fatal:
             return RunResult(summary, EXIT_FATAL, self.state.fatal)
         failed = summary["usage"]["failed_rows"] + len(self.state.invalid)
