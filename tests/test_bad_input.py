@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 from fakeserver import running
-from test_cli import REPO, assert_one_line_error, drvd
+from procs import REPO, drvd
+from test_cli import assert_one_line_error
 
 from pipeline.cache import ResponseCache
 from pipeline.config import load_config

@@ -12,16 +12,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from fakeserver import FakeServer
-from test_cli import REPO, SAMPLE, assert_one_line_error, drvd
+from procs import ServerProcess, drvd, server_process, start_drvd
+from test_cli import SAMPLE, assert_one_line_error
 from test_models import api_model, load_samples
 from test_results import lines, result
 
@@ -84,31 +82,15 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
 
 
 @pytest.fixture
-def server() -> Iterator[str]:
-    """Run tests/fakeserver.py as its own process, answering after 0.1 s; yield its root URL."""
-    cmd = [sys.executable, str(REPO / "tests" / "fakeserver.py"), "--port", "0", "--latency", "0.1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith("listening on http://"), line
-        yield line.removeprefix("listening on ")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+def server() -> Iterator[ServerProcess]:
+    """Run tests/fakeserver.py as its own process, answering after 0.1 s."""
+    with server_process("--latency", "0.1") as running:
+        yield running
 
 
-def ledger(root: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{root}/_ledger", timeout=10) as response:
-        data: dict[str, Any] = orjson.loads(response.read())
-    return data
-
-
-def eval_args(server: str, data: Path, out: Path, cache: Path) -> list[str | Path]:
+def eval_args(server: ServerProcess, data: Path, out: Path, cache: Path) -> list[str | Path]:
     return [
-        "eval", "--model", "openai:m", "--base-url", f"{server}/v1", "--data", data,
+        "eval", "--model", "openai:m", "--base-url", server.url, "--data", data,
         "--out", out, "--cache-dir", cache, "--run-name", "run", "--quiet", "--concurrency", "4",
     ]  # fmt: skip
 
@@ -206,7 +188,7 @@ def test_a_read_only_results_folder_is_one_line_and_exit_5(tmp_path: Path, disk:
 
 
 def test_a_full_results_folder_exits_5_and_the_rerun_pays_nothing_twice(
-    tmp_path: Path, disk: Disk, server: str
+    tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
     disk.resize(16)  # room for about half the rows; the cache is on the normal disk
     data, run = dataset(tmp_path), disk.root / "out" / "run"
@@ -220,14 +202,14 @@ def test_a_full_results_folder_exits_5_and_the_rerun_pays_nothing_twice(
         rf"(, \d+ not \(the rerun takes their answers from the cache\))?; {RESUME}",
         line,
     ), line
-    paid = ledger(server)["paid"]
+    paid = server.ledger()["paid"]
     assert paid > saved  # answers in flight when the disk filled: paid, cached, not written
 
     disk.resize(4096)
     second = drvd(*args, env=ENV)
     assert second.returncode == 0, second.stderr
     assert saved_rows(run) == ROWS
-    after = ledger(server)
+    after = server.ledger()
     assert after["paid"] == ROWS  # every row paid once: the first run's answers came from the cache
     assert after["duplicates"] == 0
     summary = orjson.loads((run / "summary.json").read_bytes())
@@ -235,19 +217,12 @@ def test_a_full_results_folder_exits_5_and_the_rerun_pays_nothing_twice(
 
 
 def test_paid_answers_are_held_until_space_is_freed(
-    tmp_path: Path, disk: Disk, server: str
+    tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
     data, run = dataset(tmp_path), disk.root / "out" / "run"
     args = eval_args(server, data, disk.root / "out", disk.root / "cache")
     filler = disk.fill(leave_pages=4)  # results and cache on one disk: both fill up
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, **ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_drvd(*args, env=ENV)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:
@@ -261,6 +236,8 @@ def test_paid_answers_are_held_until_space_is_freed(
     filler.unlink()  # the user frees space in time
     rest = proc.stderr.read()
     proc.stderr.close()
+    assert proc.stdout is not None
+    proc.stdout.close()
     assert proc.wait(timeout=60) == 5, rest
     done = stderr_lines("".join(seen) + rest)
     assert len(done) == 2, done  # the holding line, then the error
@@ -276,13 +253,13 @@ def test_paid_answers_are_held_until_space_is_freed(
     second = drvd(*args, env=ENV)
     assert second.returncode == 0, second.stderr
     assert saved_rows(run) == ROWS
-    after = ledger(server)
+    after = server.ledger()
     assert after["duplicates"] == 0  # no paid request repeated: the held answers were kept
     assert after["paid"] == ROWS
 
 
 def test_held_paid_answers_are_lost_only_after_the_wait(
-    tmp_path: Path, disk: Disk, server: str
+    tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
     data, run = dataset(tmp_path), disk.root / "out" / "run"
     disk.fill()
@@ -302,7 +279,7 @@ def test_held_paid_answers_are_lost_only_after_the_wait(
 
 
 def test_a_summary_that_cannot_be_written_leaves_the_previous_one(
-    tmp_path: Path, disk: Disk, server: str
+    tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
     disk.resize(512)
     data, run = dataset(tmp_path), disk.root / "out" / "run"
@@ -319,7 +296,7 @@ def test_a_summary_that_cannot_be_written_leaves_the_previous_one(
 
 
 def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
-    tmp_path: Path, disk: Disk, server: str
+    tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
     disk.resize(512)
     data, run = dataset(tmp_path), disk.root / "out" / "run"

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
-from test_cli import REPO, assert_one_line_error, drvd
+from procs import REPO, drvd
+from test_cli import assert_one_line_error
 
 from pipeline.redact import basic_token
 from pipeline.synthetic import write_dataset
