@@ -281,10 +281,7 @@ def test_held_paid_answers_are_lost_only_after_the_wait(
 def test_a_summary_that_cannot_be_written_leaves_the_previous_one(
     tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
-    disk.resize(512)
-    data, run = dataset(tmp_path), disk.root / "out" / "run"
-    args = eval_args(server, data, disk.root / "out", tmp_path / "cache")
-    assert drvd(*args, env=ENV).returncode == 0
+    args, run = _finished_run(tmp_path, disk, server)
     before = _files(run)
     disk.fill()
     again = drvd(*args, env=ENV)  # every row is done: only the summary is written
@@ -298,10 +295,7 @@ def test_a_summary_that_cannot_be_written_leaves_the_previous_one(
 def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
     tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
-    disk.resize(512)
-    data, run = dataset(tmp_path), disk.root / "out" / "run"
-    args = eval_args(server, data, disk.root / "out", tmp_path / "cache")
-    assert drvd(*args, env=ENV).returncode == 0
+    args, run = _finished_run(tmp_path, disk, server)
     before = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
     summary_pages = -(-(run / "summary.json").stat().st_size // PAGE)
     first = run / "visual_evidence_qa.jsonl"  # put in order first, and larger than the summary
@@ -317,3 +311,13 @@ def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
 def _files(run: Path) -> dict[str, bytes]:
     """Return the run folder's files and their bytes, but the run lock (it names each process)."""
     return {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK_NAME}
+
+
+def _finished_run(
+    tmp_path: Path, disk: Disk, server: ServerProcess
+) -> tuple[list[str | Path], Path]:
+    """Run every row into a 512 KiB disk (cache elsewhere); return the eval arguments and run."""
+    disk.resize(512)
+    args = eval_args(server, dataset(tmp_path), disk.root / "out", tmp_path / "cache")
+    assert drvd(*args, env=ENV).returncode == 0
+    return args, disk.root / "out" / "run"
