@@ -16,16 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.cache import ResponseCache
-from pipeline.config import (
-    DEFAULT_OUT,
-    KNOBS,
-    cache_dir,
-    debug,
-    load_config,
-    malloc_arenas_set,
-    user_models,
-)
+from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
 from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError
+from pipeline.knobs import DEFAULT_OUT, KNOBS
 from pipeline.lock import run_lock
 from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES

@@ -6,16 +6,25 @@ Nothing else in the package reads os.environ.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
+from pipeline.knobs import (
+    DEFAULT_CACHE_DIR,
+    DEFAULT_FAIL_STREAK,
+    DEFAULT_HOLD_SECONDS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_OUT,
+    DEFAULT_ROW_DEADLINE,
+    KNOBS,
+    Knob,
+)
 from pipeline.metrics import BERT_LAYERS, BERT_MODEL
 from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
 from pipeline.ratelimit import pace_problem
@@ -27,128 +36,6 @@ from pipeline.registry import (
     load_models_file,
     resolve_model,
     thinking_body,
-    url_problem,
-)
-
-DEFAULT_OUT = Path("runs")
-DEFAULT_CACHE_DIR = Path("cache")
-DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
-DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
-DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
-DEFAULT_HOLD_SECONDS = 120.0  # a full disk: how long paid answers no file holds wait for space
-
-
-@dataclass(frozen=True, slots=True)
-class Knob:
-    """One tunable setting: its flag destination, variable, parser and help."""
-
-    name: str
-    env: str
-    parse: Callable[[str], Any]
-    help: str
-    default: Any = None  # None: the model's default (see registry.MODELS)
-    shown: str = "per model (see `drvd models`)"  # how --help describes a None default
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        msg = "must be at least 1"
-        raise ValueError(msg)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (0 < value < math.inf):
-        msg = "must be a number greater than 0"
-        raise ValueError(msg)
-    return value
-
-
-def _on_off(text: str) -> bool:
-    if text.strip().lower() not in ("on", "off"):
-        msg = "must be on or off"
-        raise ValueError(msg)
-    return text.strip().lower() == "on"
-
-
-def _url(text: str) -> str:
-    if problem := url_problem(text):
-        raise ValueError(problem)
-    return text.strip()
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = "must be 0 or more"
-        raise ValueError(msg)
-    return value
-
-
-KNOBS = (
-    Knob("concurrency", "DRVD_CONCURRENCY", _positive_int, "requests in flight"),
-    Knob("rpm", "DRVD_RPM", _positive_float, "requests per minute (per attempt)"),
-    Knob("tpm", "DRVD_TPM", _positive_float, "tokens per minute (estimated per request)"),
-    Knob(
-        "max_retries", "DRVD_MAX_RETRIES", _non_negative_int, "retries per row", DEFAULT_MAX_RETRIES
-    ),
-    Knob(
-        "timeout",
-        "DRVD_TIMEOUT",
-        _positive_float,
-        "seconds per attempt",
-        shown="120; deepseek 1800",
-    ),
-    Knob(
-        "max_tokens",
-        "DRVD_MAX_TOKENS",
-        _positive_int,
-        "max_tokens of every request, replacing the protocol's (a deviation, for reasoning models)",
-        shown="the protocol's: 50 independent, 100 joint, unset otherwise",
-    ),
-    Knob(
-        "thinking",
-        "DRVD_THINKING",
-        _on_off,
-        "turn the model's thinking on or off (a deviation)",
-        shown="the provider's default",
-    ),
-    Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
-    Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),
-    Knob(
-        "hold_seconds",
-        "DRVD_HOLD_SECONDS",
-        _positive_float,
-        "disk full: seconds to wait for space before paid answers held in memory are lost",
-        DEFAULT_HOLD_SECONDS,
-    ),
-    Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
-    Knob("base_url", "DRVD_BASE_URL", _url, "endpoint for openai:<model-id> or to override one"),
-    Knob(
-        "judge",
-        "DRVD_JUDGE",
-        str,
-        "judge for unreadable answers and report keywords: an alias, openai:<id> or none",
-        shown="deepseek if DEEPSEEK_API_KEY is set, else none",
-    ),
-    Knob("judge_base_url", "DRVD_JUDGE_BASE_URL", _url, "endpoint for the judge", shown="its own"),
-    Knob(
-        "keyword_prompt",
-        "DRVD_KEYWORD_PROMPT",
-        str,
-        "report keyword prompt: repo or pypi (the two official scripts)",
-        DEFAULT_VARIANT,
-    ),
-    Knob("bert_model", "DRVD_BERT_MODEL", str, "BERTScore model name or folder", BERT_MODEL),
-    Knob(
-        "bert_layers",
-        "DRVD_BERT_LAYERS",
-        _positive_int,
-        "BERTScore layer",
-        shown=f"{BERT_LAYERS} for PubMedBERT, else bert-score's table",
-    ),
 )
 
 

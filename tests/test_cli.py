@@ -12,7 +12,7 @@ import pytest
 from procs import REPO, drvd, server_process
 
 from pipeline.cache import ResponseCache
-from pipeline.config import KNOBS
+from pipeline.knobs import KNOBS
 from pipeline.records import FILES, Completion
 from pipeline.registry import MODELS
 from pipeline.synthetic import write_dataset

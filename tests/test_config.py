@@ -8,17 +8,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import (
-    DEFAULT_CACHE_DIR,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_OUT,
-    KNOBS,
-    EvalConfig,
-    cache_dir,
-    default_run_name,
-    load_config,
-)
+from pipeline.config import EvalConfig, cache_dir, default_run_name, load_config
 from pipeline.errors import ConfigError
+from pipeline.knobs import DEFAULT_CACHE_DIR, DEFAULT_MAX_RETRIES, DEFAULT_OUT, KNOBS
 from pipeline.records import FILES
 from pipeline.registry import DEFAULT_TIMEOUT, MODELS
 
