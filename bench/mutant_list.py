@@ -242,8 +242,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "failed-append-not-cut-back",
         "pipeline/results.py",
-        "                os.ftruncate(self._fd, start)\n",
-        "                pass\n",
+        "            await self._handle.truncate(start)\n",
+        "            pass\n",
         "a disk-full append leaves a partial line that the next append glues onto: damage in the "
         "middle of the results file",
         (f"{T}disk.py",),

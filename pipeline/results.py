@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiofiles
 import orjson
+from aiofiles.threadpool.binary import AsyncFileIO
 
 from pipeline.cache import write_atomic
 from pipeline.records import FILES, ResultRow
@@ -105,8 +106,8 @@ class ResultsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._lock = threading.Lock()  # one write at a time; close waits for a write in flight
+        self._handle: AsyncFileIO | None = None
+        self._write: asyncio.Future[None] | None = None  # the last append's write
 
     def finished(self, on_damage: Callable[[str], None] | None = None) -> dict[str, ResultRow]:
         """Return the latest row per key already on disk, after cutting a torn tail.
@@ -129,33 +130,36 @@ class ResultsFile:
         """Append rows and hand them to the kernel before returning, all of them or none.
 
         An OSError (disk full, quota, read-only, I/O error) propagates once the file is cut back
-        to its size before this append: it still ends on a whole line.
+        to its size before this append: it still ends on a whole line. The write is shielded:
+        a cancelled run (Ctrl-C) still completes or cuts back the write in flight, and `close`
+        waits for it.
         """
-        await asyncio.to_thread(self._append, b"".join(r.to_json() + b"\n" for r in rows))
+        self._write = asyncio.ensure_future(
+            self._append(b"".join(r.to_json() + b"\n" for r in rows))
+        )
+        await asyncio.shield(self._write)
 
-    def _append(self, data: bytes) -> None:
-        with self._lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-            start = os.fstat(self._fd).st_size
-            view = memoryview(data)
-            try:
-                while view:  # a write may take only part of the data
-                    view = view[os.write(self._fd, view) :]
-            except BaseException:
-                os.ftruncate(self._fd, start)
-                raise
+    async def _append(self, data: bytes) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = await aiofiles.open(self.path, "ab", buffering=0)  # straight to the OS
+        start = os.fstat(self._handle.fileno()).st_size
+        view = memoryview(data)
+        try:
+            while view:  # a write may take only part of the data
+                view = view[await self._handle.write(view) :]
+        except OSError:
+            await self._handle.truncate(start)
+            raise
 
     async def close(self) -> None:
-        """Close the append handle, if open."""
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        """Close the append handle, if open, once the write in flight (if any) has ended."""
+        if self._write is not None:
+            await asyncio.wait([self._write])
+            self._write = None
+        if self._handle is not None:
+            await self._handle.close()
+            self._handle = None
 
     def finalize(self) -> None:
         """Rewrite the file in input order with one line per key (the latest), atomically."""
