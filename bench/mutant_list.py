@@ -234,8 +234,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "finalize-keeps-first",
         "pipeline/results.py",
-        'latest[key] = (int(meta.get("line") or 0), offset, length)',
-        'latest.setdefault(key, (int(meta.get("line") or 0), offset, length))',
+        'latest[key] = (int(meta.get("line") or 0), offset, len(raw))',
+        'latest.setdefault(key, (int(meta.get("line") or 0), offset, len(raw)))',
         "a row retried on resume keeps its old failed line in the final file",
         RESULTS,
     ),
