@@ -64,3 +64,14 @@ def test_report_names_the_command_and_marks_missed_targets() -> None:
     assert "- **rows/s**: how" in text
     plain = render_text(lines).splitlines()
     assert len({len(row.rstrip()) <= len(plain[0]) for row in plain}) == 1
+
+
+def test_every_planted_bug_still_applies_to_the_code() -> None:
+    # A refactor that moves a mutant's line would silently shrink the mutation check.
+    from bench.mutant_list import MUTANTS
+    from bench.mutants import problem
+    from bench.proc import REPO
+
+    stale = {m.name: why for m in MUTANTS if (why := problem(m, REPO)) is not None}
+    assert stale == {}
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
