@@ -373,8 +373,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "no-request-claims",
         "pipeline/models.py",
-        "            while not self.claims.try_claim(key):\n",
-        "            while False:\n",
+        "        self.claims = RequestClaims(cache.dir) if cache is not None else None\n",
+        "        self.claims = None\n",
         "two runs started together on one cache pay for every request twice",
         (f"{T}processes.py",),
     ),

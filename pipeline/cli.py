@@ -179,10 +179,11 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         return EXIT_INTERRUPTED
     render(result.summary, console)
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
-    if result.fatal:
+    if result.fatal:  # one line: what stopped the run (the summary has the rest)
         print(f"error: stopped: {result.fatal}", file=sys.stderr)
-    for line in _failure_lines(result.summary):
-        print(line, file=sys.stderr)
+    else:
+        for line in _failure_lines(result.summary):
+            print(line, file=sys.stderr)
     return int(result.exit_code)
 
 
@@ -277,7 +278,12 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             official_quirks=args.official_quirks,
             on_damage=lambda note: print(f"warning: {note}", file=sys.stderr),
         )
-        write_summary(args.run_dir, summary)
+        try:
+            write_summary(args.run_dir, summary)
+        except OSError as exc:
+            path = args.run_dir / SUMMARY_NAME
+            msg = f"cannot write {path}: {exc.strerror or exc}; free space, then rerun"
+            raise WriteError(msg) from exc
     render(summary, console)
     return 0
 

@@ -25,12 +25,21 @@ class ServerProcess:
     url: str  # ends in /v1
     proc: subprocess.Popen[str]
 
+    @property
+    def root(self) -> str:
+        """Return http://host:port."""
+        return self.url.removesuffix("/v1")
+
     def ledger(self) -> dict[str, Any]:
         """Return the server's ledger summary (requests, paid, duplicates, ...)."""
-        root = self.url.removesuffix("/v1")
-        with urllib.request.urlopen(f"{root}/_ledger", timeout=10) as resp:
-            data: dict[str, Any] = orjson.loads(resp.read())
-        return data
+        return ledger(self.root)
+
+
+def ledger(root: str) -> dict[str, Any]:
+    """Return the ledger summary of the fake server at http://host:port."""
+    with urllib.request.urlopen(f"{root}/_ledger", timeout=10) as resp:
+        data: dict[str, Any] = orjson.loads(resp.read())
+    return data
 
 
 @contextmanager

@@ -321,3 +321,14 @@ def _finished_run(
     args = eval_args(server, dataset(tmp_path), disk.root / "out", tmp_path / "cache")
     assert drvd(*args, env=ENV).returncode == 0
     return args, disk.root / "out" / "run"
+
+
+def test_score_on_a_full_disk_is_one_line_and_exit_5(
+    tmp_path: Path, disk: Disk, server: ServerProcess
+) -> None:
+    _, run = _finished_run(tmp_path, disk, server)
+    before = _files(run)
+    disk.fill()
+    line = assert_one_line_error(drvd("score", run), 5)
+    assert line == f"error: cannot write {run / 'summary.json'}: {ENOSPC}; free space, then rerun"
+    assert _files(run) == before  # the summary it had is intact, and no temporary file is left

@@ -6,9 +6,6 @@ process; the server's GET /_ledger says what it received.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from procs import REPO, drvd
+from procs import drvd, ledger, server_process
 from test_cli import assert_one_line_error
 
 from pipeline.redact import basic_token
@@ -32,28 +29,7 @@ Serve = Callable[..., str]
 def serve() -> Iterator[Serve]:
     """Start fake servers as processes: `serve("--expected-key", "k")` returns http://host:port."""
     with ExitStack() as stack:
-
-        def start(*args: str) -> str:
-            proc = subprocess.Popen(
-                [sys.executable, REPO / "tests" / "fakeserver.py", "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            stack.callback(proc.wait, timeout=10)
-            stack.callback(proc.terminate)
-            assert proc.stdout is not None
-            stack.callback(proc.stdout.close)
-            line = proc.stdout.readline().strip()
-            assert line.startswith("listening on http://"), line
-            return line.removeprefix("listening on ")
-
-        yield start
-
-
-def ledger(root: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{root}/_ledger", timeout=10) as reply:
-        data: dict[str, Any] = orjson.loads(reply.read())
-    return data
+        yield lambda *args: stack.enter_context(server_process(*args)).root
 
 
 def with_password(root: str, password: str = PASSWORD) -> str:
