@@ -30,7 +30,8 @@ from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summar
 
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
 EXIT_INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # docker stop, Slurm, Kubernetes; a closed terminal
+# Ctrl-C; docker stop, Slurm, Kubernetes; a closed terminal: all stop the run the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 SAMPLE_DIR = Path(__file__).parent / "sample"
@@ -172,7 +173,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         # The runner wrote the summary of every row recorded before the interrupt.
         if summary := read_summary(cfg.run_dir):
             render(summary, console)
-        if isinstance(exc, Stopped):
+        if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
             print(f"stopped by {exc.name}: {INTERRUPTED}", file=sys.stderr)
             return 128 + exc.signum
         print(INTERRUPTED, file=sys.stderr)
@@ -206,7 +207,7 @@ def _failure_lines(summary: dict[str, Any]) -> list[str]:
 
 
 class Stopped(Exception):
-    """SIGTERM or SIGHUP stopped the command (the runner wrote what it had, as on Ctrl-C)."""
+    """A signal stopped the command (the runner wrote what it had)."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -215,13 +216,19 @@ class Stopped(Exception):
 
 
 async def _stoppable(coro: Awaitable[Any]) -> Any:
-    """Await `coro`; SIGTERM or SIGHUP cancel it the way Ctrl-C does, then raise `Stopped`."""
+    """Await `coro`; SIGINT, SIGTERM or SIGHUP cancel it, then raise `Stopped`.
+
+    The runner writes the partial summary on its way out; a second signal stops at once.
+    One handler for the three keeps Ctrl-C on the same path as `docker stop`.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     got: list[int] = []
 
     def stop(signum: int) -> None:
-        if not got and task is not None:
+        if got:
+            raise KeyboardInterrupt  # the second signal: leave now
+        if task is not None:
             got.append(signum)
             task.cancel()
 
