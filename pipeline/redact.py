@@ -60,12 +60,16 @@ class Redactor:
         pattern = "|".join("".join(_char_forms(c) for c in s) for s in known)
         self._text = re.compile(pattern) if pattern else None
         self._bytes = re.compile(pattern.encode()) if pattern else None
+        # Every escaped form holds a backslash: without one, only a literal secret can match,
+        # and a substring test (far cheaper than the regex) says whether one is there.
+        self._literal_text = known
+        self._literal_bytes = [s.encode() for s in known]
 
     def text(self, text: str) -> str:
         """Return `text` with every secret and URL password masked."""
-        if self._text is not None:
+        if self._text is not None and ("\\" in text or any(s in text for s in self._literal_text)):
             text = self._text.sub(MASK, text)
-        return show_url(text)
+        return show_url(text) if "@" in text else text
 
     def maybe(self, text: str | None) -> str | None:
         """Return `text` masked, or None."""
@@ -73,7 +77,11 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """Return `data` with every secret masked (a server body, before it is parsed)."""
-        return self._bytes.sub(MASK.encode(), data) if self._bytes is not None else data
+        if self._bytes is None or (
+            b"\\" not in data and not any(s in data for s in self._literal_bytes)
+        ):
+            return data
+        return self._bytes.sub(MASK.encode(), data)
 
 
 def _char_forms(char: str) -> str:

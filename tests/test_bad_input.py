@@ -57,8 +57,10 @@ def test_an_image_path_too_long_for_the_filesystem_fails_its_row_only(tmp_path: 
     set_image(path, 2, LONG_NAME)
     set_image(path, 3, LONG_PATH)
     proc = evaluate(data, out)
-    assert proc.returncode == 1, proc.stderr  # failed rows: rerun to retry them
+    assert proc.returncode == 1, proc.stderr  # rows whose input cannot be used
     assert "Traceback" not in proc.stderr
+    assert "2 input rows cannot be used" in proc.stderr  # not "rerun to retry them"
+    assert "retry them" not in proc.stderr
     for line, rel in ((2, LONG_NAME), (3, LONG_PATH)):
         said = next(x for x in proc.stderr.splitlines() if x.startswith(f"{path}:{line}: "))
         assert "image path cannot be used" in said
