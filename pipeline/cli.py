@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from pipeline.cache import ResponseCache
 from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
-from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError
+from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError, os_reason
 from pipeline.knobs import DEFAULT_OUT, KNOBS
 from pipeline.lock import run_lock
 from pipeline.prompts import PROTOCOLS
@@ -289,7 +289,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             write_summary(args.run_dir, summary)
         except OSError as exc:
             path = args.run_dir / SUMMARY_NAME
-            msg = f"cannot write {path}: {exc.strerror or exc}; free space, then rerun"
+            msg = f"cannot write {path}: {os_reason(exc)}; free space, then rerun"
             raise WriteError(msg) from exc
     render(summary, console)
     return 0
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_WRITE
     except OSError as exc:  # a file we were told to use, or a disk that refuses a write
-        print(f"error: {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {exc.filename or 'a file'}: {os_reason(exc)}", file=sys.stderr)
         return EXIT_WRITE if exc.errno in _WRITE_ERRNOS else EXIT_USAGE
     except PipelineError as exc:  # ConfigError, DataError, RunLocked
         print(f"error: {exc}", file=sys.stderr)

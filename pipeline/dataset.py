@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, os_reason
 from pipeline.records import FILES, JOINT_LEVELS, Kind, Sample, row_kind
 
 _MAX_DEPTH = 2  # Kaggle nests the files one level down, sometimes under a same-named folder
@@ -186,7 +186,7 @@ def _check_image(root: Path, rel: str) -> Path | str:
     try:
         path = resolve_image(root, rel)
     except OSError as exc:  # e.g. ENAMETOOLONG: this row's problem, not the run's
-        return f"image path cannot be used: {_shorten(rel)} ({exc.strerror or exc})"
+        return f"image path cannot be used: {_shorten(rel)} ({os_reason(exc)})"
     if path is None:
         return f"image not found: {_shorten(rel)}"
     try:

@@ -37,6 +37,11 @@ class WriteError(PipelineError):
     """A file of the run cannot be written: disk full, quota, read-only, I/O error."""
 
 
+def os_reason(exc: OSError) -> str:
+    """Return the OS's words for a failed file operation ("No space left on device")."""
+    return exc.strerror or str(exc)
+
+
 class APIError(PipelineError):
     """A provider answered with an error, or the call did not complete."""
 

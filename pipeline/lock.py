@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import ConfigError, WriteError
+from pipeline.errors import ConfigError, WriteError, os_reason
 
 LOCK_NAME = ".lock"
 CLAIMS_NAME = ".claims"
@@ -36,13 +36,11 @@ class RunLocked(ConfigError):
 @contextmanager
 def run_lock(run_dir: Path, command: str) -> Iterator[None]:
     """Hold the run folder's lock for the `with` block, or raise `RunLocked` at once."""
+    make_run_dir(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        where = exc.filename or run_dir
-        msg = f"cannot create {where}: {exc.strerror or exc}; free space or pick another --out"
-        raise WriteError(msg) from exc
+        raise _cannot_create(run_dir / LOCK_NAME, exc) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,6 +60,19 @@ def run_lock(run_dir: Path, command: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder (and its parents), or raise `WriteError` naming what failed."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_create(run_dir, exc) from exc
+
+
+def _cannot_create(path: Path, exc: OSError) -> WriteError:
+    where = exc.filename or path  # the parent folder that failed, when it is one
+    return WriteError(f"cannot create {where}: {os_reason(exc)}; free space or pick another --out")
 
 
 class RequestClaims:

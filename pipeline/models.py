@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying
 from pipeline.cache import ResponseCache, request_key
 from pipeline.client import ChatClient
 from pipeline.config import EvalConfig
-from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
+from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError, os_reason
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.lock import RequestClaims
 from pipeline.prompts import PROTOCOL_VERSION
@@ -193,7 +193,7 @@ class APIModel:
             try:
                 self.cache.put(key, completion)  # durable before the row can count as done
             except OSError as exc:  # disk full: the answer is in hand, the row still goes on
-                unsaved = f"{self.cache.dir}: {exc.strerror or exc}"
+                unsaved = f"{self.cache.dir}: {os_reason(exc)}"
         usage = Usage(
             api_calls=sent[0],
             retries=sent[0] - 1,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, os_reason
 
 DEFAULT_TIMEOUT = 120.0  # seconds per attempt, from the moment the request is sent
 DASHSCOPE_BEIJING = "https://dashscope.aliyuncs.com/compatible-mode/v1"
@@ -199,7 +199,7 @@ def load_models_file(path: Path) -> dict[str, ModelSpec]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        msg = f"{path}: cannot read the models file ({exc.strerror or exc}); check DRVD_MODELS_FILE"
+        msg = f"{path}: cannot read the models file ({os_reason(exc)}); check DRVD_MODELS_FILE"
         raise ConfigError(msg) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         msg = f"{path}: not valid TOML: {exc}"

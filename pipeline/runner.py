@@ -22,9 +22,10 @@ from pipeline.cache import ResponseCache
 from pipeline.client import OpenAIClient, make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
-from pipeline.errors import ConfigError, DataError, FatalAPIError, WriteError
+from pipeline.errors import ConfigError, DataError, FatalAPIError, os_reason
 from pipeline.images import ImageCache
 from pipeline.judge import Judge
+from pipeline.lock import make_run_dir
 from pipeline.metrics import BertScore
 from pipeline.models import APIModel, RandomModel, Responder
 from pipeline.progress import RunProgress
@@ -33,7 +34,7 @@ from pipeline.ratelimit import Clock, Throttle
 from pipeline.records import ResultRow, Sample
 from pipeline.registry import thinking_body
 from pipeline.results import ResultsFile
-from pipeline.sink import Item, Sink, why
+from pipeline.sink import Item, Sink
 from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE = 0, 1, 2, 3, 5
@@ -243,11 +244,7 @@ class Run:
 
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
-        try:
-            self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            msg = f"cannot create {self.cfg.run_dir}: {why(exc)}; free space or pick another --out"
-            raise WriteError(msg) from exc
+        make_run_dir(self.cfg.run_dir)  # the CLI's run lock has made it already
         bert = self.judge.bert if self.judge is not None else None
         if bert is not None and "report_generation" in self.stems:
             await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
@@ -286,13 +283,13 @@ class Run:
             try:
                 write_summary(self.cfg.run_dir, summary)
             except OSError as exc:
-                self.sink.fail(f"{self.cfg.run_dir / SUMMARY_NAME}: {why(exc)}")
+                self.sink.fail(f"{self.cfg.run_dir / SUMMARY_NAME}: {os_reason(exc)}")
         if not self.state.fatal:
             for output in self.outputs.values():
                 try:
                     output.finalize()
                 except OSError as exc:  # the file is left as it was: the rerun puts it in order
-                    self.sink.fail(f"{output.path}: {why(exc)}")
+                    self.sink.fail(f"{output.path}: {os_reason(exc)}")
                     break
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]

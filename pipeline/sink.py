@@ -17,16 +17,12 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from pipeline.errors import os_reason
 from pipeline.records import ResultRow
 from pipeline.results import ResultsFile
 
 RETRY_EVERY = 2.0  # seconds between tries to write held rows
 Item = tuple[str, ResultRow] | None  # (file stem, row), or None: one sender is done
-
-
-def why(exc: OSError) -> str:
-    """Return the OS's words for a failed write ("No space left on device")."""
-    return exc.strerror or str(exc)
 
 
 class Sink:
@@ -76,7 +72,7 @@ class Sink:
         try:
             await output.append(rows)  # durable before it counts as done
         except OSError as exc:
-            self.fail(f"{output.path}: {why(exc)}")
+            self.fail(f"{output.path}: {os_reason(exc)}")
             self.held.setdefault(stem, []).extend(rows)
             return False
         self.record(stem, rows)
