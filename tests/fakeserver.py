@@ -150,7 +150,12 @@ class FakeConfig:
     content_faults: ContentFaults = field(default_factory=dict)  # user-text marker → outcome
     retry_after: float = 1.0  # Retry-After seconds sent with every 429
     retry_after_header: bool = True  # False: no 429 (RPM window or scripted) has Retry-After
-    rpm: int | None = None  # accepted requests per sliding 60 s window
+    rpm: int | None = None  # accepted requests per minute, counted over a sliding window
+    # The window's seconds: 60 lets a minute's allowance through at once; 1 enforces rpm/60 per
+    # second (DashScope's way).
+    rpm_window: float = 60.0
+    # OpenAI's x-ratelimit-{limit,remaining,reset}-requests on every answer (with `rpm`)
+    ratelimit_headers: bool = False
     expected_key: str | None = None  # when set, any other Bearer token gets 401
     # "user:password": when set, Basic credentials must come in Proxy-Authorization after a Bearer
     # key (else 407), or in Authorization without one (else 401)
@@ -464,13 +469,35 @@ class FakeServer:
             elif request.headers.get("Authorization") != basic:
                 return "401", None
         if cfg.rpm is not None:
-            now = cfg.clock()
-            while self._window and self._window[0] <= now - 60.0:
-                self._window.popleft()
-            if len(self._window) >= cfg.rpm:
-                return "429", max(1.0, float(math.ceil(self._window[0] + 60.0 - now)))
+            now, span = cfg.clock(), cfg.rpm_window
+            self._expire(now)
+            if len(self._window) >= self._allowed():
+                return "429", max(1.0, float(math.ceil(self._window[0] + span - now)))
             self._window.append(now)  # only accepted requests count, as at real providers
         return None
+
+    def _allowed(self) -> int:
+        """Return how many requests the RPM window accepts."""
+        cfg = self.config
+        return max(1, round((cfg.rpm or 0) * cfg.rpm_window / 60.0))
+
+    def _expire(self, now: float) -> None:
+        while self._window and self._window[0] <= now - self.config.rpm_window:
+            self._window.popleft()
+
+    def limit_headers(self) -> dict[str, str]:
+        """Return OpenAI's x-ratelimit-*-requests headers for the window as it stands now."""
+        cfg = self.config
+        if cfg.rpm is None or not cfg.ratelimit_headers:
+            return {}
+        now = cfg.clock()
+        self._expire(now)
+        reset = self._window[0] + cfg.rpm_window - now if self._window else 0.0
+        return {
+            "x-ratelimit-limit-requests": str(cfg.rpm),
+            "x-ratelimit-remaining-requests": str(max(0, self._allowed() - len(self._window))),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset) * 1000:.0f}ms",
+        }
 
     def _pick(self, entry: LedgerEntry) -> str:
         """Choose the outcome of an accepted request."""
@@ -497,7 +524,7 @@ class FakeServer:
         retry_after: float | None,
     ) -> web.StreamResponse:
         outcome, cfg = entry.outcome, self.config
-        headers = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+        headers = {"x-request-id": f"req-{len(self.ledger.entries)}", **self.limit_headers()}
         if outcome in ("ok", "blank_json", "empty_choices", *PAID_SHAPES):
             reply = self._reply(outcome, payload)
             entry.shape = "empty_choices" if outcome == "empty_choices" else reply.shape
@@ -529,7 +556,7 @@ class FakeServer:
             body = orjson.dumps({"error": {"message": message, "type": etype, "code": code}})
             wait = cfg.retry_after if retry_after is None else retry_after
             bare = outcome in NO_RETRY_AFTER or not cfg.retry_after_header
-            hint = {"x-request-id": f"req-{len(self.ledger.entries)}"}
+            hint = dict(headers)
             if status == 429 and not bare:
                 hint["Retry-After"] = f"{wait:g}"
             return web.Response(
@@ -676,7 +703,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="send every 429 (RPM window included) without a Retry-After header",
     )
-    p.add_argument("--rpm", type=int, default=None, help="accepted requests per 60 s window")
+    p.add_argument("--rpm", type=int, default=None, help="accepted requests per minute")
+    p.add_argument(
+        "--rpm-window",
+        type=float,
+        default=60.0,
+        help="seconds of the sliding window RPM is counted over (1: rpm/60 per second)",
+    )
+    p.add_argument(
+        "--ratelimit-headers",
+        action="store_true",
+        help="send x-ratelimit-{limit,remaining,reset}-requests on every answer",
+    )
     p.add_argument("--expected-key", default=None, help="only this Bearer key is accepted")
     p.add_argument(
         "--expected-basic",
@@ -733,6 +771,8 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         retry_after=args.retry_after,
         retry_after_header=args.retry_after_header,
         rpm=args.rpm,
+        rpm_window=args.rpm_window,
+        ratelimit_headers=args.ratelimit_headers,
         expected_key=args.expected_key,
         expected_basic=args.expected_basic,
         redirect=args.redirect,

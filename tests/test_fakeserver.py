@@ -109,6 +109,31 @@ async def test_rpm_window_with_an_injected_clock():
     assert [e.received for e in server.ledger.entries] == [1000, 1010, 1010, 1060]
 
 
+async def test_a_one_second_window_enforces_rpm_per_second_and_reports_it_in_headers():
+    now = [1000.0]
+    cfg = FakeConfig(rpm=120, rpm_window=1.0, ratelimit_headers=True, clock=lambda: now[0])
+    async with running(cfg) as server, aiohttp.ClientSession() as session:
+        first = await _post(session, server.url)
+        now[0] += 0.25
+        second = await _post(session, server.url)
+        status, headers, _ = await _post(session, server.url)
+        now[0] += 0.75  # the first request leaves the 1 s window
+        fourth = await _post(session, server.url)
+    assert [first[0], second[0], status, fourth[0]] == [200, 200, 429, 200]
+    assert first[1]["x-ratelimit-limit-requests"] == "120"
+    assert first[1]["x-ratelimit-remaining-requests"] == "1"  # 2 a second, 1 taken
+    assert first[1]["x-ratelimit-reset-requests"] == "1000ms"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "750ms"
+    assert headers["Retry-After"] == "1"
+    assert "x-ratelimit-limit-requests" not in (await _headers_without_flag())
+
+
+async def _headers_without_flag() -> dict[str, str]:
+    async with running(FakeConfig(rpm=60)) as server, aiohttp.ClientSession() as session:
+        return dict((await _post(session, server.url))[1])
+
+
 async def test_fault_rate_is_reproducible_with_a_seed():
     async def outcomes(seed: int) -> list[str]:
         cfg = FakeConfig(fault_rate=0.5, fault_kinds=("500", "503"), seed=seed)
