@@ -12,7 +12,7 @@ and again in every string that leaves: error messages and the completion's field
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 from urllib.parse import urljoin
@@ -72,13 +72,19 @@ def build_payload(
     return payload
 
 
-def make_session(concurrency: int) -> aiohttp.ClientSession:
+def make_session(
+    concurrency: int, trace_configs: list[aiohttp.TraceConfig] | None = None
+) -> aiohttp.ClientSession:
     """Return a session pooling `concurrency` connections; call it inside the running loop."""
     connector = aiohttp.TCPConnector(
         limit=concurrency, limit_per_host=concurrency, keepalive_timeout=_KEEPALIVE
     )
     # No session-wide total timeout: each request sets its own, so one deadline covers one attempt.
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        trace_configs=trace_configs,
+    )
 
 
 class OpenAIClient:
@@ -96,7 +102,9 @@ class OpenAIClient:
         timeout: float = DEFAULT_TIMEOUT,
         extra_body: Mapping[str, Any] | None = None,
         token_param: str = "max_tokens",
+        on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
+        self.on_headers = on_headers  # sees every answer's headers (the throttle's limit headers)
         self.base_url = base_url.rstrip("/")
         self.token_param = token_param
         self.model = model
@@ -164,6 +172,8 @@ class OpenAIClient:
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise classify_transport(exc, where=where, timeout=self.timeout) from exc
+        if self.on_headers is not None:
+            self.on_headers(headers)
 
         raw = self._redact.bytes(raw)  # a misbehaving gateway may echo a secret
         if 300 <= status < 400:

@@ -35,6 +35,7 @@ from pipeline.registry import (
     ModelSpec,
     load_models_file,
     resolve_model,
+    split_urls,
     thinking_body,
 )
 
@@ -64,10 +65,11 @@ class EvalConfig:
     legacy_mime: bool = False
     official_quirks: bool = False
     api_key: str | None = field(default=None, repr=False)
-    url_auth: str | None = field(default=None, repr=False)  # "user:password" from the base URL
+    # "user:password" (or None) from each URL of the base URL list, in its order
+    url_auth: tuple[str | None, ...] = field(default=(), repr=False)
     judge: ModelSpec | None = None  # None: no judge, no keyword metrics
     judge_key: str | None = field(default=None, repr=False)
-    judge_url_auth: str | None = field(default=None, repr=False)
+    judge_url_auth: tuple[str | None, ...] = field(default=(), repr=False)
     keyword_prompt: Variant = DEFAULT_VARIANT
     bert_model: str | None = None  # None: BERTScore not computed
     bert_layers: int | None = None
@@ -176,12 +178,14 @@ def judge_for(
     return spec, key or None
 
 
-def _without_credentials(spec: ModelSpec) -> tuple[ModelSpec, str | None]:
-    """Return the spec with its base URL clean (as shown, stored, cache-keyed) and "user:pw"."""
+def _without_credentials(spec: ModelSpec) -> tuple[ModelSpec, tuple[str | None, ...]]:
+    """Return the spec with its base URLs clean (as shown, stored, cache-keyed) and each
+    URL's "user:pw" (None where it has none)."""
     if spec.base_url is None:
-        return spec, None
-    clean, credentials = split_url(spec.base_url)
-    return replace(spec, base_url=clean), credentials
+        return spec, ()
+    pairs = [split_url(url) for url in split_urls(spec.base_url)]
+    clean = ",".join(url for url, _ in pairs)
+    return replace(spec, base_url=clean), tuple(auth for _, auth in pairs)
 
 
 def _bert(flags: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str | None, int | None]:
@@ -212,7 +216,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         msg = f"--keyword-prompt {values['keyword_prompt']!r}: choose from {', '.join(PROMPTS)}"
         raise ConfigError(msg)
     judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env, extra)
-    judge, judge_url_auth = _without_credentials(judge) if judge else (None, None)
+    judge, judge_url_auth = _without_credentials(judge) if judge else (None, ())
     bert_model, bert_layers = _bert(flags, values)
     protocol = flags.get("protocol") or DEFAULT_PROTOCOL
     if protocol not in PROTOCOLS:

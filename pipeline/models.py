@@ -1,7 +1,8 @@
 """The models that answer rows: the offline `random` baseline, or an API model behind the cache.
 
 For an API model the order is: cache lookup (free: no slot, no token, no encoding) → encode the
-image off the event loop → per attempt: take an in-flight slot, wait for the throttle, send.
+image off the event loop → per attempt: pick a replica, take an in-flight slot, wait for the
+replica's throttle, send (pipeline/replicas.py; a 429 is re-sent there, free of the row's budget).
 A success is stored in the cache before it is returned, so a crash after it never pays twice; one
 the cache cannot store (disk full) is returned marked `unsaved`, and the runner stops.
 """
@@ -17,14 +18,15 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying
 
 from pipeline.cache import ResponseCache, request_key
-from pipeline.client import ChatClient
 from pipeline.config import EvalConfig
-from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError, os_reason
+from pipeline.errors import APIError, FatalAPIError, RowError, os_reason
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.lock import RequestClaims
 from pipeline.prompts import PROTOCOL_VERSION
-from pipeline.ratelimit import Throttle, request_tokens
+from pipeline.ratelimit import Clock, LoopClock, request_tokens
 from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
+from pipeline.registry import first_url
+from pipeline.replicas import Replicas
 from pipeline.retry import retrying
 
 NORMAL_REPORT = (
@@ -71,48 +73,46 @@ class RandomModel:
 
 
 class APIModel:
-    """An OpenAI-compatible model behind the response cache, throttle and retry policy."""
+    """An OpenAI-compatible model behind the response cache, its replicas and retry policy."""
 
     def __init__(
         self,
         cfg: EvalConfig,
-        client: ChatClient,
+        replicas: Replicas,
         *,
-        throttle: Throttle,
         cache: ResponseCache | None,
         images: ImageCache,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = cfg.spec.model
         self.cfg = cfg
-        self.client = client
-        self.throttle = throttle
+        self.replicas = replicas
         self.cache = cache
         self.claims = RequestClaims(cache.dir) if cache is not None else None
         self.images = images
-        self.slots = asyncio.Semaphore(cfg.concurrency)
-        self.stopped: FatalAPIError | None = None
+        self.clock: Clock = clock or LoopClock()
         self.extra_body = dict(extra_body or {})  # must match the client's: it is in the key
         self._in_flight: dict[str, asyncio.Future[None]] = {}  # cache key → done signal
         self._retry_kwargs = retrying(
-            max_attempts=cfg.max_retries + 1,
-            max_seconds=cfg.row_deadline,
-            sleep=sleep,
-            on_retry=self._on_retry,
+            max_attempts=cfg.max_retries + 1, max_seconds=cfg.row_deadline, sleep=sleep
         )
 
-    def _on_retry(self, exc: BaseException, wait: float) -> None:
-        # A rate limit tells every worker on this endpoint to back off, not just this one.
-        if isinstance(exc, RetryableError) and exc.status == 429:
-            # The server's own hint when it gives one; our jittered backoff otherwise.
-            self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)
+    @property
+    def stopped(self) -> FatalAPIError | None:
+        """The fatal error that stopped sending, if any."""
+        return self.replicas.stopped
 
     def cache_key(self, request: ChatRequest, image_digest: str | None) -> str:
-        """Return the response-cache key for this model and request."""
+        """Return the response-cache key for this model and request.
+
+        Replicas serve the same model: the key names the first URL of the list, not the one
+        that answered, so adding a replica keeps the cache.
+        """
         return request_key(
             model=self.cfg.spec.model,
-            endpoint=self.cfg.spec.base_url or "",
+            endpoint=first_url(self.cfg.spec.base_url),
             protocol_version=PROTOCOL_VERSION,
             request=request,
             image_digest=image_digest,
@@ -184,7 +184,7 @@ class APIModel:
         try:
             completion = await self._call(request, image_url, tokens, sent)
         except FatalAPIError as exc:
-            self.stopped = self.stopped or exc
+            self.replicas.stopped = self.replicas.stopped or exc
             raise
         except APIError as exc:
             return Outcome(None, exc, Usage(api_calls=sent[0], retries=max(sent[0] - 1, 0)))
@@ -206,14 +206,16 @@ class APIModel:
     async def _call(
         self, request: ChatRequest, image_url: str | None, tokens: int, sent: list[int]
     ) -> Completion:
+        deadline = self.clock() + self.cfg.row_deadline
+
+        def count() -> None:
+            sent[0] += 1
+
         async for attempt in AsyncRetrying(**self._retry_kwargs):
             with attempt:
-                # The slot is held per attempt, never across a backoff sleep.
-                async with self.slots:
-                    await self.throttle.acquire(tokens)
-                    if self.stopped is not None:  # another row hit a fatal error: send nothing
-                        raise self.stopped
-                    sent[0] += 1
-                    return await self.client.complete(request, image_url)
+                # A slot is held per send, never across a backoff sleep.
+                return await self.replicas.send(
+                    request, image_url, tokens, deadline=deadline, on_send=count
+                )
         msg = "unreachable: AsyncRetrying re-raises the last error"
         raise AssertionError(msg)

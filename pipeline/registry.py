@@ -134,8 +134,27 @@ def thinking_body(spec: ModelSpec) -> dict[str, Any]:
     return {"chat_template_kwargs": {"enable_thinking": on}}
 
 
+def split_urls(base_url: str | None) -> list[str]:
+    """Return the URLs of a base URL or a comma list of replicas, without trailing slashes."""
+    return [u.strip().rstrip("/") for u in (base_url or "").split(",") if u.strip()]
+
+
+def first_url(base_url: str | None) -> str:
+    """Return the first URL of a base URL list ("" for none): the one the cache key names."""
+    urls = split_urls(base_url)
+    return urls[0] if urls else ""
+
+
 def url_problem(url: str) -> str | None:
-    """Say what is wrong with a base URL (None when it can be used)."""
+    """Say what is wrong with a base URL or a comma list of them (None when it can be used)."""
+    if "," in url:
+        entries = [u.strip() for u in url.split(",")]
+        if not all(entries):
+            return "has an empty entry in its comma list of replicas"
+        for i, entry in enumerate(entries, 1):
+            if problem := url_problem(entry):
+                return f"entry {i} of the list {problem}"
+        return None
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return "must start with http:// or https:// and a host, e.g. http://localhost:8000/v1"
@@ -164,7 +183,7 @@ def resolve_model(
         if not base_url:
             msg = f"model {name!r} needs an endpoint: pass --base-url URL or set DRVD_BASE_URL"
             raise ConfigError(msg)
-        return ModelSpec(name, model_id, "generic", base_url.rstrip("/"), None)
+        return ModelSpec(name, model_id, "generic", ",".join(split_urls(base_url)), None)
     known = {**MODELS, **(extra or {})}
     spec = known.get(name)
     if spec is None:
@@ -172,7 +191,7 @@ def resolve_model(
         msg = f"unknown model {name!r}: use one of {names}, or openai:<model-id> with --base-url"
         raise ConfigError(msg)
     if base_url and spec.remote:
-        return replace(spec, base_url=base_url.rstrip("/"))
+        return replace(spec, base_url=",".join(split_urls(base_url)))
     if spec.remote and not spec.base_url:
         msg = f"model {name!r} has no endpoint: set base_url in {spec.source} or pass --base-url"
         raise ConfigError(msg)
@@ -248,7 +267,7 @@ def _spec(path: Path, alias: str, entry: object) -> ModelSpec:
     if "thinking" in values:
         values["thinking"] = values["thinking"] == "on"
     if "base_url" in values:
-        values["base_url"] = values["base_url"].rstrip("/")
+        values["base_url"] = ",".join(split_urls(values["base_url"]))
     names = {f.name for f in fields(ModelSpec)}
     return ModelSpec(
         alias=alias, source=str(path), **{k: v for k, v in values.items() if k in names}

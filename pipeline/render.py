@@ -57,6 +57,10 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         used = (summary.get("usage") or {}).get("judge") or {}
         console.print(Text(_judge_line(judge, used), style="dim"))
     console.print(_usage_line(summary.get("usage") or {}))
+    endpoints = (summary.get("run") or {}).get("endpoints") or []
+    if len(endpoints) > 1 or any(e.get("rate_limited") for e in endpoints):
+        for endpoint in endpoints:
+            console.print(Text(_endpoint_line(endpoint), style="dim"))
 
 
 _FATE_WORDS = {
@@ -187,6 +191,18 @@ def _judge_line(judge: Mapping[str, Any], used: Mapping[str, Any]) -> str:
         f"judge: {judge['model']} ({judge['model_id']}; API reported: {returned}), "
         f"{used.get('api_calls', 0):,} calls, {used.get('cache_hits', 0):,} cached; keyword "
         f"prompt {judge['keyword_prompt']}; BERTScore {judge.get('bertscore_model') or 'off'}"
+    )
+
+
+def _endpoint_line(e: Mapping[str, Any]) -> str:
+    """Say what one endpoint did: requests, 429s, the rate it was paced at, its latency."""
+    pace = "unpaced (no 429)" if e.get("rpm") is None else f"paced at {e['rpm']:,} requests/min"
+    mean = e.get("mean_latency_s")
+    benched = f", benched {e['benched']}x" if e.get("benched") else ""
+    return (
+        f"endpoint {e.get('url')}: {e.get('requests', 0):,} requests, "
+        f"{e.get('rate_limited', 0):,} answered 429, {e.get('errors', 0):,} errors, {pace}, "
+        f"mean {'?' if mean is None else f'{mean:.2f}'} s{benched}"
     )
 
 

@@ -51,6 +51,7 @@ _OPENAI_QUOTA = (
     "spendlimitexceeded",
     "usagelimitexceeded",
 )
+CONNECT = "connect"  # `RetryableError.code` of a connection that could not be made
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
 
 
@@ -134,7 +135,9 @@ def classify_transport(exc: BaseException, *, where: str, timeout: float | None 
         return RetryableError(f"{where}: no complete answer{limit} (per-attempt timeout).")
     if isinstance(exc, aiohttp.ClientError):  # refused, reset, disconnected, truncated payload
         detail = str(exc) or "(no detail)"
-        return RetryableError(f"{where}: {type(exc).__name__}: {detail}")
+        # Not connected at all (refused, no route, DNS): the replica is down, not just slow.
+        code = CONNECT if isinstance(exc, aiohttp.ClientConnectorError) else None
+        return RetryableError(f"{where}: {type(exc).__name__}: {detail}", code=code)
     return FatalAPIError(f"{where}: unexpected {type(exc).__name__}: {exc}")
 
 

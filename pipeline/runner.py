@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.answers import result_row, unanswered
 from pipeline.cache import ResponseCache
-from pipeline.client import OpenAIClient, make_session
+from pipeline.client import make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
 from pipeline.errors import ConfigError, DataError, FatalAPIError, os_reason
@@ -30,9 +30,10 @@ from pipeline.metrics import BertScore
 from pipeline.models import APIModel, RandomModel, Responder
 from pipeline.progress import RunProgress
 from pipeline.prompts import build_request
-from pipeline.ratelimit import Clock, Throttle
+from pipeline.ratelimit import Clock
 from pipeline.records import ResultRow, Sample
 from pipeline.registry import thinking_body
+from pipeline.replicas import make_replicas
 from pipeline.results import ResultsFile
 from pipeline.sink import Item, Sink
 from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
@@ -231,6 +232,7 @@ class Run:
                 "endpoint": spec.base_url,
                 "keyword_prompt": self.judge.variant,
                 "bertscore_model": bert.model if bert is not None else None,
+                "endpoints": _endpoints(self.judge.model),
             }
         return {
             "protocol": self.cfg.protocol,
@@ -240,6 +242,7 @@ class Run:
             "invalid_rows": self.state.invalid,
             "stopped": self.state.fatal,
             "judge": judge,
+            "endpoints": _endpoints(self.responder),
         }
 
     async def execute(self) -> RunResult:
@@ -300,6 +303,11 @@ class Run:
         return RunResult(summary, EXIT_FAILED_ROWS if failed else EXIT_OK)
 
 
+def _endpoints(model: object) -> list[dict[str, Any]]:
+    """Return what each endpoint of an API model did: requests, 429s, learned rate, latency."""
+    return model.replicas.report() if isinstance(model, APIModel) else []
+
+
 async def run_eval(
     cfg: EvalConfig,
     *,
@@ -344,26 +352,15 @@ async def _api_model(
     clock: Clock | None,
     cache: ResponseCache | None,
 ) -> APIModel:
-    """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and pace."""
+    """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and replicas."""
     extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
     session = await stack.enter_async_context(make_session(cfg.concurrency))
-    client = OpenAIClient(
-        session,
-        base_url=cfg.spec.base_url or "",
-        model=cfg.spec.model,
-        api_key=cfg.api_key or "",
-        url_auth=cfg.url_auth,
-        provider=cfg.spec.provider,
-        timeout=cfg.timeout,
-        extra_body=extra_body,
-        token_param=cfg.spec.token_param,
-    )
     return APIModel(
         cfg,
-        client,
-        throttle=Throttle(rpm=cfg.rpm, tpm=cfg.tpm, clock=clock),
+        make_replicas(cfg, session, extra_body, clock),
         cache=cache,
         images=ImageCache(cfg.cache_dir),
         sleep=sleep,
+        clock=clock,
         extra_body=extra_body,
     )

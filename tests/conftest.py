@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,9 @@ class VirtualClock:
         self._queue: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._advancing = False  # an _advance is queued
+        # When set and true, time stands still: e.g. while HTTP requests are on the wire, which
+        # no task is ready to run, so a sender's time is the time the server receives it.
+        self.busy: Callable[[], bool] | None = None
 
     def __call__(self) -> float:
         return self.now
@@ -59,6 +62,10 @@ class VirtualClock:
     def _advance(self) -> None:
         self._advancing = False
         if not self._queue:
+            return
+        if self.busy is not None and self.busy():  # work in flight outside the loop's tasks
+            self._advancing = True
+            asyncio.get_running_loop().call_later(0.0002, self._advance)
             return
         when, _, wake = heapq.heappop(self._queue)
         self.now = max(self.now, when)

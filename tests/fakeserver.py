@@ -492,7 +492,8 @@ class FakeServer:
             return {}
         now = cfg.clock()
         self._expire(now)
-        reset = self._window[0] + cfg.rpm_window - now if self._window else 0.0
+        # As OpenAI means it: the time until the whole allowance is back, not the next request.
+        reset = self._window[-1] + cfg.rpm_window - now if self._window else 0.0
         return {
             "x-ratelimit-limit-requests": str(cfg.rpm),
             "x-ratelimit-remaining-requests": str(max(0, self._allowed() - len(self._window))),

@@ -334,16 +334,21 @@ def test_url_credentials_are_split_from_every_base_url(tmp_path: Path) -> None:
     path.write_text('[models.mine]\nmodel = "m"\nbase_url = "http://f:Pw-file@h3/v1"\n')
     env = {"DRVD_BASE_URL": "http://u:Pw-env@h1/v1/", "DRVD_JUDGE_API_KEY": "sk-j"}
     cfg = load("openai:m", env=env, judge="openai:j", judge_base_url="https://j:Pw-judge@h2/v1")
-    assert (cfg.spec.base_url, cfg.url_auth) == ("http://h1/v1", "u:Pw-env")
+    assert (cfg.spec.base_url, cfg.url_auth) == ("http://h1/v1", ("u:Pw-env",))
     assert cfg.judge is not None
-    assert (cfg.judge.base_url, cfg.judge_url_auth) == ("https://h2/v1", "j:Pw-judge")
+    assert (cfg.judge.base_url, cfg.judge_url_auth) == ("https://h2/v1", ("j:Pw-judge",))
     judge = cfg.judge_config()
     assert judge is not None
-    assert (judge.api_key, judge.url_auth) == ("sk-j", "j:Pw-judge")
+    assert (judge.api_key, judge.url_auth) == ("sk-j", ("j:Pw-judge",))
     from_file = load("mine", models_file=path)
-    assert (from_file.spec.base_url, from_file.url_auth) == ("http://h3/v1", "f:Pw-file")
+    assert (from_file.spec.base_url, from_file.url_auth) == ("http://h3/v1", ("f:Pw-file",))
     for shown in (repr(cfg), repr(from_file), str(cfg)):
         assert "Pw-" not in shown
+    # Each replica of a list keeps its own credentials, in order.
+    replicas = load("openai:m", base_url="http://a:Pw-a@h1/v1/, http://h2:8001/v1")
+    assert replicas.spec.base_url == "http://h1/v1,http://h2:8001/v1"
+    assert replicas.url_auth == ("a:Pw-a", None)
+    assert "Pw-" not in repr(replicas)
     # The password is not part of what the run shows, stores or keys the cache on.
     other = load("openai:m", env={"DRVD_BASE_URL": "http://u:Pw-other@h1/v1"})
     assert other.spec == cfg.spec

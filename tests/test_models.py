@@ -9,13 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from conftest import VirtualClock
 from fakeserver import FakeServer, LedgerEntry
 from PIL import Image
 
 from pipeline.cache import ResponseCache
-from pipeline.client import OpenAIClient, make_session
+from pipeline.client import make_session
 from pipeline.config import load_config
 from pipeline.dataset import iter_samples
 from pipeline.errors import FatalAPIError, RowError
@@ -24,6 +25,7 @@ from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Throttle
 from pipeline.records import FILES, Completion, Outcome, Sample, Usage
+from pipeline.replicas import make_replicas
 from pipeline.synthetic import write_dataset
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -141,29 +143,28 @@ async def api_model(
     api_key: str = "",
     sleep: Sleep = no_sleep,
     use_cache: bool = True,
-    throttle: Throttle | None = None,
+    clock: VirtualClock | None = None,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
     **flags: Any,
 ) -> AsyncIterator[APIModel]:
     """Yield an APIModel on the fake server; its connection pool never limits concurrency."""
     base = {"model": "openai:test-model", "data": tmp_path / "data", "base_url": server.url}
     env = {"DRVD_CACHE_DIR": str(tmp_path / "cache"), "DRVD_API_KEY": api_key}
     cfg = load_config({**base, **flags}, env)
-    async with make_session(64) as session:
-        client = OpenAIClient(
-            session,
-            base_url=server.url,
-            model=cfg.spec.model,
-            api_key=cfg.api_key or "",
-            provider="generic",
-        )
+    async with make_session(64, trace_configs) as session:
         yield APIModel(
             cfg,
-            client,
-            throttle=throttle or Throttle(rpm=cfg.rpm, tpm=cfg.tpm),
+            make_replicas(cfg, session, clock=clock),
             cache=ResponseCache(cfg.cache_dir) if use_cache else None,
             images=ImageCache(cfg.cache_dir),
             sleep=sleep,
+            clock=clock,
         )
+
+
+def throttle_of(model: APIModel) -> Throttle:
+    """Return the throttle of the model's only replica."""
+    return model.replicas.replicas[0].throttle
 
 
 def cached_entries(tmp_path: Path) -> int:
@@ -192,12 +193,12 @@ async def test_success_is_cached_and_a_hit_needs_no_request_slot_or_throttle(
         assert first.usage.api_calls == 1
         assert first.usage.prompt_tokens > 0
         # Take every slot and pause the throttle for a minute: only a free hit can answer now.
-        model.throttle.pause(60)
+        throttle_of(model).pause(60)
         for _ in range(2):
-            await model.slots.acquire()
+            await model.replicas.slots.acquire()
         hit = await asyncio.wait_for(model.respond(s, build_request(s)), 5)
         for _ in range(2):
-            model.slots.release()
+            model.replicas.slots.release()
     assert hit.usage.cache_hits == 1
     assert hit.completion == first.completion
     assert hit.error is None
@@ -307,49 +308,42 @@ async def test_fatal_error_propagates_and_stops_every_other_row(
 
 async def rate_limited_pair(
     server: FakeServer, tmp_path: Path, clock: VirtualClock
-) -> tuple[tuple[Outcome, Outcome], list[LedgerEntry]]:
-    """Row A meets one 429; row B starts during A's backoff. Both run on the virtual clock.
+) -> tuple[tuple[Outcome, Outcome], list[LedgerEntry], list[float]]:
+    """Row A meets one 429; row B starts once it has. Both run on the virtual clock.
 
-    By then A has paused the endpoint; A's backoff ends only once B has been sent, so B's send
-    time shows the pause B obeyed.
+    Returns both outcomes, the ledger, and the waits of the rows' own backoff (none: a 429
+    is re-sent by the endpoint's pause, not by the row's retry budget).
     """
     first, second = load_samples(tmp_path)[:2]
     server.config.clock = clock  # the ledger's times are virtual too
-    started: list[asyncio.Task[Outcome]] = []
+    backoffs: list[float] = []
 
     async def backoff(seconds: float) -> None:
-        start = clock.now
-        clock.sleeps.append(seconds)
-        started.append(asyncio.create_task(model.respond(second, build_request(second))))
-        await wait_for_requests(server, 2)  # row B went out meanwhile
-        clock.now = max(clock.now, start + seconds)
+        backoffs.append(seconds)
+        await clock.sleep(seconds)
 
-    throttle = Throttle(clock=clock)
-    async with api_model(
-        server, tmp_path, sleep=backoff, throttle=throttle, concurrency=4
-    ) as model:
-        a = await asyncio.wait_for(model.respond(first, build_request(first)), 5)
-        b = await asyncio.wait_for(started[0], 5)
-    return (a, b), server.ledger.entries
+    async with api_model(server, tmp_path, sleep=backoff, clock=clock, concurrency=4) as model:
+        a_task = asyncio.create_task(model.respond(first, build_request(first)))
+        await wait_for_requests(server, 1)  # answered 429
+        b = await asyncio.wait_for(model.respond(second, build_request(second)), 5)
+        a = await asyncio.wait_for(a_task, 5)
+    return (a, b), server.ledger.entries, backoffs
 
 
-async def test_retry_after_pauses_every_worker(
+async def test_retry_after_pauses_every_worker_and_spends_no_retry(
     fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
 ) -> None:
     fake_server.config.script = ["429"]
     fake_server.config.retry_after = 2.0
-    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    (a, b), (limited, *later), backoffs = await rate_limited_pair(fake_server, tmp_path, clock)
     assert a.completion is not None
     assert b.completion is not None
-    assert (a.usage.api_calls, a.usage.retries) == (2, 1)
-    assert (b.usage.api_calls, b.usage.retries) == (1, 0)
+    assert (a.usage.api_calls, b.usage.api_calls) == (2, 1)
     assert limited.outcome == "429"
     assert len(later) == 2
-    assert clock.sleeps[0] >= 2.0  # A's own backoff honours Retry-After
-    # Row B, started during A's backoff, was not sent before the server's Retry-After passed.
-    b_sent, a_retried = later
-    assert b_sent.received >= limited.received + 2.0
-    assert a_retried.received >= limited.received + 2.0
+    assert backoffs == []  # the row's own backoff never ran: no retry of its budget was spent
+    # Both the re-send of A and row B, started after the 429, waited for the server's 2 s.
+    assert min(e.received for e in later) == pytest.approx(limited.received + 2.0)
 
 
 async def test_retry_after_zero_pauses_nobody(
@@ -357,26 +351,26 @@ async def test_retry_after_zero_pauses_nobody(
 ) -> None:
     fake_server.config.script = ["429"]
     fake_server.config.retry_after = 0.0
-    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    (a, b), (limited, *later), backoffs = await rate_limited_pair(fake_server, tmp_path, clock)
     assert a.completion is not None
     assert b.completion is not None
-    # The server's word beats our jittered backoff: "retry now" holds no other worker.
-    b_sent, _ = later
-    assert b_sent.received - limited.received == pytest.approx(0.0, abs=1e-9)
+    # The server's word beats any pause of ours: "retry now" re-sends A at once; B then waits
+    # for the pace learned from one request refused in a second (0.95 a second).
+    a_again, b_sent = (e.received - limited.received for e in later)
+    assert (a_again, b_sent) == pytest.approx((0.0, 1 / 0.95), abs=1e-9)
+    assert backoffs == []
 
 
-async def test_429_without_retry_after_pauses_for_the_backoff(
+async def test_a_first_429_without_retry_after_pauses_one_second(
     fake_server: FakeServer, tmp_path: Path, clock: VirtualClock
 ) -> None:
     fake_server.config.script = ["429_bare"]
-    (a, b), (limited, *later) = await rate_limited_pair(fake_server, tmp_path, clock)
+    (a, b), (limited, *later), backoffs = await rate_limited_pair(fake_server, tmp_path, clock)
     assert a.completion is not None
     assert b.completion is not None
-    backoff = clock.sleeps[0]  # A's jittered backoff: at most 1 s before the first retry
-    assert 0 < backoff <= 1.0
-    # Row B waited out the same pause: the backoff A drew, not a made-up Retry-After.
-    b_sent, _ = later
-    assert b_sent.received - limited.received == pytest.approx(backoff, abs=1e-9)
+    assert backoffs == []
+    # No Retry-After, the rate still unknown: the endpoint waits one second, then paces.
+    assert min(e.received for e in later) == pytest.approx(limited.received + 1.0)
 
 
 async def test_two_images_with_the_same_question_are_two_requests(
@@ -403,7 +397,7 @@ async def test_server_error_backs_off_only_its_own_row(
     throttle_free: list[bool] = []
 
     async def check(_seconds: float) -> None:
-        probe = asyncio.create_task(model.throttle.acquire())
+        probe = asyncio.create_task(throttle_of(model).acquire())
         await asyncio.sleep(0)  # an unpaused, unlimited throttle lets it through at once
         throttle_free.append(probe.done())
         probe.cancel()

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from conftest import VirtualClock
 
-from pipeline.ratelimit import Throttle
+from pipeline.ratelimit import MARGIN, Throttle
 
 SLACK = 0.005  # timer granularity; the loop may wake a hair early
 
@@ -22,7 +22,9 @@ async def stamped(throttle: Throttle, clock: VirtualClock | None = None) -> floa
 
 
 async def test_rpm_paces_requests_evenly(clock: VirtualClock) -> None:
-    throttle = Throttle(rpm=6000, clock=clock)  # one every 10 ms
+    throttle = Throttle(
+        rpm=6000 / MARGIN, clock=clock
+    )  # one every 10 ms: a known limit is paced under
     start = clock()
     times = sorted(await asyncio.gather(*(stamped(throttle, clock) for _ in range(21))))
     # Evenly, never a burst: the i-th request leaves exactly i intervals after the first.
@@ -30,7 +32,7 @@ async def test_rpm_paces_requests_evenly(clock: VirtualClock) -> None:
 
 
 async def test_an_idle_gap_is_not_banked_as_a_burst(clock: VirtualClock) -> None:
-    throttle = Throttle(rpm=60, clock=clock)  # one a second
+    throttle = Throttle(rpm=60 / MARGIN, clock=clock)  # one a second
     await throttle.acquire()
     clock.now += 10  # idle for ten intervals
     start = clock()
@@ -56,7 +58,7 @@ async def test_pause_holds_every_acquirer_until_it_ends(clock: VirtualClock) -> 
 async def test_a_later_pause_extends_the_wait_of_those_already_waiting(
     clock: VirtualClock,
 ) -> None:
-    throttle = Throttle(rpm=60_000, clock=clock)  # one every millisecond
+    throttle = Throttle(rpm=60_000 / MARGIN, clock=clock)  # one every millisecond
     start = clock()
     throttle.pause(0.05)
     waiters = [asyncio.create_task(stamped(throttle, clock)) for _ in range(3)]
