@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     host = machine()
     bench = Bench(work, plan)
+    from bench.limits import section_limits, section_replicas  # imports bench.peer: here too
     from bench.mutants import section_mutants  # here: `python -m bench.mutants` runs it
     from bench.peer import section_peer  # here: `python -m bench.peer` runs it
 
@@ -84,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     try:
-        run_sections(bench, only, section_peer, on_error=_report_error, mutants=section_mutants)
+        more = {"limits": section_limits, "replicas": section_replicas}
+        run_sections(
+            bench, only, section_peer, on_error=_report_error, mutants=section_mutants, more=more
+        )
     except KeyboardInterrupt:
         print("\ninterrupted: every child process stopped", file=sys.stderr)
         return 130

@@ -41,7 +41,7 @@ def section_peer(b: Bench) -> None:
         ours = b.measure(data, rows, MAIN_C, sim)
 
         def child(url: str, out: Path, timeout: float) -> ChildRun:
-            return _run_inspect(b, data, url, out, timeout)
+            return run_inspect(b, data, url, out, timeout)
 
         theirs = b.measure(data, rows, MAIN_C, sim, child=child)
         b.lines.append(_line(latency, ours, theirs))
@@ -72,8 +72,12 @@ def _version() -> str:
         return "?"
 
 
-def _run_inspect(b: Bench, data: Path, url: str, out: Path, timeout: float) -> ChildRun:
-    argv = [sys.executable, "-m", "bench.peer", str(data), url, str(MAIN_C), str(b.cache)]
+def run_inspect(
+    b: Bench, data: Path, url: str, out: Path, timeout: float, *, adaptive: int = 0
+) -> ChildRun:
+    """Run the peer child; `adaptive` > 0: inspect-ai's adaptive connections up to that many."""
+    c = adaptive or MAIN_C
+    argv = [sys.executable, "-m", "bench.peer", str(data), url, str(c), str(b.cache)]
     env = clean_env(b.cache) | {
         "BENCH_BASE_URL": url,
         "BENCH_API_KEY": "bench",
@@ -81,7 +85,8 @@ def _run_inspect(b: Bench, data: Path, url: str, out: Path, timeout: float) -> C
         "INSPECT_DISPLAY": "none",
     }
     out.mkdir(parents=True, exist_ok=True)
-    return run_child([*argv, str(out)], env=env, log=b.work / "peer.log", timeout=timeout)
+    argv += [str(out), *(["--adaptive"] if adaptive else [])]
+    return run_child(argv, env=env, log=b.work / "peer.log", timeout=timeout)
 
 
 def _samples(data: Path, cache: Path) -> list[Any]:
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.peer")
     for name in ("data", "url", "concurrency", "cache", "log_dir"):
         p.add_argument(name)
+    p.add_argument("--adaptive", action="store_true", help="adaptive_connections, not max_")
     args = p.parse_args(argv)
     inspect_ai = importlib.import_module("inspect_ai")
     solver = importlib.import_module("inspect_ai.solver")
@@ -114,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = _samples(Path(args.data), Path(args.cache))
     task = inspect_ai.Task(dataset=dataset.MemoryDataset(samples), solver=solver.generate())
     c = int(args.concurrency)
+    # adaptive_connections=N is AdaptiveConcurrency(max=N); an explicit max_connections turns it off
+    connections = {"adaptive_connections": c} if args.adaptive else {"max_connections": c}
     logs = inspect_ai.eval(
         task,
         model=_MODEL,
-        max_connections=c,
+        **connections,
         max_samples=c,
         display="none",
         log_dir=args.log_dir,

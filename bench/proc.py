@@ -108,6 +108,8 @@ class Server:
     sim: Sim
     workdir: Path
     port: int = 0  # 0: any free port
+    args: tuple[str, ...] = ()  # more fakeserver flags, e.g. ("--rpm", "600")
+    name: str = "ledger"  # its ledger file: NAME.jsonl in workdir (two servers: two names)
     url: str = ""
     exit: Exit | None = None
     received: list[float] = field(default_factory=list)  # request arrival times, sorted
@@ -116,13 +118,13 @@ class Server:
     _proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
-        ledger = self.workdir / "ledger.jsonl"
+        ledger = self.workdir / f"{self.name}.jsonl"
         ledger.unlink(missing_ok=True)
         argv = [
             sys.executable, str(FAKESERVER), "--host", "127.0.0.1", "--port", str(self.port),
             "--latency", f"{self.sim.latency}", "--jitter", f"{self.sim.jitter}",
             "--fault-rate", f"{self.sim.fault_rate}", "--fault-kinds", self.sim.fault_kinds,
-            "--retry-after", f"{self.sim.retry_after}", "--ledger-out", str(ledger),
+            "--retry-after", f"{self.sim.retry_after}", "--ledger-out", str(ledger), *self.args,
         ]  # fmt: skip
         with (self.workdir / "server.log").open("ab") as log:
             self._proc = spawn(argv, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
@@ -146,7 +148,7 @@ class Server:
         self.exit = reap(self._proc, timeout=30.0)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
-        ledger = self.workdir / "ledger.jsonl"
+        ledger = self.workdir / f"{self.name}.jsonl"
         if exc_type is None and ledger.exists():
             with ledger.open("rb") as f:
                 for line in f:

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,10 @@ from bench.table import Line, ratio
 from pipeline.images import ImageCache, encode_image
 from pipeline.records import ImageSpec
 
-SECTIONS = ("reader", "encode", "full", "throughput", "overhead", "faults", "peer", "mutants")
+SECTIONS = (
+    "reader", "encode", "full", "throughput", "overhead", "faults", "peer", "limits", "replicas",
+    "mutants",
+)  # fmt: skip
 LATENCY = 0.5
 JITTER = 0.5
 FAULT_RATE = 0.1
@@ -45,12 +48,17 @@ class Plan:
     fault_rows: int = 4096
     rpm_rows: int = 500
     scale: int = 4  # memory scaling: rows x scale
+    limit_rows: int = 300  # rows against an unknown 10 requests/s limit (bench/limits.py)
+    replica_rows: int = 2304  # rows over two replicas at C=64, L=0.5 s: 18 s at the bound
     mutants: int = 0  # planted bugs to try (bench/mutant_list.py); 0: all of them
 
     @classmethod
     def quick(cls) -> Plan:
         """Return a plan that finishes in about a minute."""
-        return cls(rows=800, images=60, large=1, waves=5, fault_rows=384, rpm_rows=150, mutants=4)
+        return cls(
+            rows=800, images=60, large=1, waves=5, fault_rows=384, rpm_rows=150, mutants=4,
+            limit_rows=60, replica_rows=384,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +433,7 @@ def run_sections(
     *,
     on_error: Callable[[str, Exception], Line],
     mutants: Callable[[Bench], None] | None = None,
+    more: Mapping[str, Callable[[Bench], None]] | None = None,
 ) -> None:
     """Run the chosen sections in an order where each one's caches are what it states."""
     if set(only) - {"reader", "mutants"}:  # these need no dataset
@@ -441,11 +450,11 @@ def run_sections(
         ("overhead", section_overhead),
         ("faults", section_faults),
         ("peer", peer),
+        *(more or {}).items(),  # sections kept in their own modules (bench/limits.py)
         ("mutants", mutants or (lambda b: None)),  # last: it runs the tests, not the engine
     ]
-    wanted = set(only) | (
-        {"warm"} if {"throughput", "overhead", "faults", "peer"} & set(only) else set()
-    )
+    warm = {"throughput", "overhead", "faults", "peer", *(more or {})}
+    wanted = set(only) | ({"warm"} if warm & set(only) else set())
     for name, step in steps:
         if name not in wanted:
             continue
