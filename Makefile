@@ -9,6 +9,8 @@ MODEL  ?= qwen
 DATA   ?= $(DRVD_DATA)
 OUT    ?= runs
 SAMPLE := pipeline/sample
+COMMA  := ,
+SPACE  := $(subst ,, )
 
 .PHONY: setup setup-report demo test eval score lint typecheck fmt bench clean-cache clean
 
@@ -41,9 +43,14 @@ demo: setup
 test: setup-report
 	$(PY) -m pytest
 
+# MODELS="a b c" runs them at once in one process (`pipeline sweep --models a,b,c`).
 eval: setup-report
-	@test -n "$(DATA)" || { echo "usage: make eval MODEL=qwen DATA=/path/to/DrVD-Bench (or set DRVD_DATA)"; exit 2; }
+	@test -n "$(DATA)" || { echo "usage: make eval MODEL=qwen DATA=/path/to/DrVD-Bench (or set DRVD_DATA); MODELS=\"qwen gpt-4o\" runs several at once"; exit 2; }
+ifdef MODELS
+	$(PY) -m pipeline sweep --models $(subst $(SPACE),$(COMMA),$(strip $(MODELS))) --data $(DATA) --out $(OUT) $(ARGS)
+else
 	$(PY) -m pipeline eval --model $(MODEL) --data $(DATA) --out $(OUT) $(ARGS)
+endif
 
 score: setup
 	@test -n "$(RUN)" || { echo "usage: make score RUN=runs/<name>"; exit 2; }

@@ -96,6 +96,15 @@ class ResponseCache:
         entry = {"key": key, "completion": completion.to_json()}
         write_atomic(self._path(key), orjson.dumps(entry))
 
+    def damage_note(self) -> str | None:
+        """Say how many entries were unreadable (their requests were sent again), if any."""
+        if not self.damaged:
+            return None
+        return (
+            f"cache: {len(self.damaged)} damaged entries in {self.dir} were ignored and "
+            "their requests sent again"
+        )
+
     def stats(self) -> dict[str, int]:
         """Count entries and bytes."""
         entries = size = 0

@@ -1,4 +1,4 @@
-"""Command line: `drvd eval | score | cache | models`. The only place that maps errors to exits."""
+"""Command line: `drvd eval | sweep | score | cache | models`. The only place that maps errors to exits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ctypes
 import errno
 import signal
 import sys
+from argparse import RawDescriptionHelpFormatter
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,15 @@ from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
 from pipeline.redact import show_url
 from pipeline.registry import MODELS
-from pipeline.render import render
-from pipeline.runner import EXIT_FATAL, EXIT_USAGE, EXIT_WRITE, INTERRUPTED, run_eval
+from pipeline.render import failure_lines, render
+from pipeline.runner import EXIT_FATAL, EXIT_USAGE, EXIT_WRITE, INTERRUPTED, RunResult, run_eval
 from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
+from pipeline.sweep import HELP, Sweep, sweep_configs
 
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
 EXIT_INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
+# A sweep exits with its worst run's status.
+WORST = (0, 1, 2, EXIT_FATAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_INTERNAL)
 # Ctrl-C; docker stop, Slurm, Kubernetes; a closed terminal: all stop the run the same way.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
@@ -52,33 +56,20 @@ def _env_help() -> str:
         "             or the run folder is in use by another process; 3 a fatal API error",
         "             stopped the run; 5 a file could not be written (disk full): free space,",
         "             rerun; 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP (these three: partial summary",
-        "             written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it)",
+        "             written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it);",
+        "             sweep: the worst of its runs' (70 > 5 > 3 > 2 > 1 > 0)",
         "",
         f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
     ]
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="drvd",
-        description="Evaluate vision-language models on DrVD-Bench: fast, resumable, cached.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    ev = sub.add_parser(
-        "eval",
-        help="run a model over the dataset (resumes if the run exists)",
-        epilog=_env_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ev.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
+def _run_flags(ev: argparse.ArgumentParser) -> None:
+    """Add the flags eval and sweep share: all of eval's but --model and --run-name."""
     ev.add_argument("--data", type=Path, help="DrVD-Bench directory (DRVD_DATA)")
     ev.add_argument("--files", help=f"comma-separated stems (default: all of {','.join(FILES)})")
     ev.add_argument("--limit", type=int, help="only the first N rows of each file")
     ev.add_argument("--out", type=Path, help=f"results folder (default: {DEFAULT_OUT}/)")
-    ev.add_argument("--run-name", help="run folder name (default: derived from the model)")
     ev.add_argument("--protocol", choices=PROTOCOLS, help="official (default) or notebook")
     ev.add_argument("--base-url", help="OpenAI-compatible endpoint (DRVD_BASE_URL)")
     ev.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
@@ -135,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the stripped raw reply by exact match, as the official scripts do",
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="drvd",
+        description="Evaluate vision-language models on DrVD-Bench: fast, resumable, cached.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    shared: dict[str, Any] = {"epilog": _env_help(), "formatter_class": RawDescriptionHelpFormatter}
+    ev = sub.add_parser(
+        "eval", help="run a model over the dataset (resumes if the run exists)", **shared
+    )
+    ev.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
+    ev.add_argument("--run-name", help="run folder name (default: derived from the model)")
+    sw = sub.add_parser(
+        "sweep", help="run several models at once, in one process", description=HELP, **shared
+    )
+    sw.add_argument("--models", required=True, help="comma-separated, e.g. qwen,gpt-4o,openai:m")
+    _run_flags(ev)
+    _run_flags(sw)
+
     sc = sub.add_parser("score", help="re-score a finished run folder offline")
     sc.add_argument("run_dir", type=Path)
     sc.add_argument(
@@ -173,37 +186,48 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         # The runner wrote the summary of every row recorded before the interrupt.
         if summary := read_summary(cfg.run_dir):
             render(summary, console)
-        if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
-            print(f"stopped by {exc.name}: {INTERRUPTED}", file=sys.stderr)
-            return 128 + exc.signum
-        print(INTERRUPTED, file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped(exc)
     render(result.summary, console)
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
+    return _ended(result)
+
+
+def _sweep(args: argparse.Namespace, console: Console) -> int:
+    sweep = Sweep(sweep_configs(vars(args)), show_progress=not args.quiet)
+    console.print(sweep.header(), highlight=False)
+    stopped = None
+    try:
+        _run(sweep.execute())
+    except (KeyboardInterrupt, Stopped) as exc:
+        stopped = exc  # every run wrote its partial summary
+    codes = [_ended(e.result, e.error, f"{e.cfg.spec.alias}: ") for e in sweep.entries]
+    for line in sweep.report(codes):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    return max(codes, key=WORST.index) if stopped is None else _stopped(stopped)
+
+
+def _ended(result: RunResult | None, error: Exception | None = None, who: str = "") -> int:
+    """Say in a line per problem how a run ended; return its exit status."""
+    if error is not None:
+        code, message = _error(error)
+        print(f"error: {who}{message}", file=sys.stderr)
+        return code
+    if result is None:
+        return EXIT_INTERRUPTED  # its partial summary is written
     if result.fatal:  # one line: what stopped the run (the summary has the rest)
-        print(f"error: stopped: {result.fatal}", file=sys.stderr)
-    else:
-        for line in _failure_lines(result.summary):
-            print(line, file=sys.stderr)
-    return int(result.exit_code)
+        print(f"error: {who}stopped: {result.fatal}", file=sys.stderr)
+    for line in [] if result.fatal else failure_lines(result.summary):
+        print(who + line, file=sys.stderr)
+    return result.exit_code
 
 
-def _failure_lines(summary: dict[str, Any]) -> list[str]:
-    """Say which rows failed and what helps: a rerun (API errors), or fixing the input."""
-    usage = summary["usage"]
-    bad_input = usage.get("input_rows", 0)
-    retry = usage["failed_rows"] - bad_input
-    invalid = len(summary.get("run", {}).get("invalid_rows", ()))
-    lines = []
-    if retry:
-        lines.append(f"{retry} rows failed: rerun the same command to retry them")
-    if bad_input or invalid:
-        lines.append(
-            f"{bad_input + invalid} input rows cannot be used ({invalid} lines that are not rows, "
-            f"{bad_input} rows whose image cannot be sent; listed above and in {SUMMARY_NAME} "
-            "and the rows' error): fix the dataset, then rerun; a rerun alone will not help"
-        )
-    return lines
+def _stopped(exc: KeyboardInterrupt | Stopped) -> int:
+    """Say a signal stopped the command (the partial summaries are written); return the status."""
+    if isinstance(exc, Stopped) and exc.signum != signal.SIGINT:
+        print(f"stopped by {exc.name}: {INTERRUPTED}", file=sys.stderr)
+        return 128 + exc.signum
+    print(INTERRUPTED, file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 class Stopped(Exception):
@@ -336,35 +360,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return _command(args, console)
-    except FatalAPIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FATAL
-    except WriteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_WRITE
-    except OSError as exc:  # a file we were told to use, or a disk that refuses a write
-        print(f"error: {exc.filename or 'a file'}: {os_reason(exc)}", file=sys.stderr)
-        return EXIT_WRITE if exc.errno in _WRITE_ERRNOS else EXIT_USAGE
-    except PipelineError as exc:  # ConfigError, DataError, RunLocked
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if debug():
-            raise
-        print(
-            f"error: internal error ({type(exc).__name__}: {show_url(str(exc))}); this is a bug: please report "
-            "it with the output of the same command run with DRVD_DEBUG=1",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+        code, message = _error(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _error(exc: Exception) -> tuple[int, str]:
+    """Return the exit status of a failure and its one line (what follows `error: `)."""
+    if isinstance(exc, FatalAPIError | WriteError):
+        return EXIT_FATAL if isinstance(exc, FatalAPIError) else EXIT_WRITE, str(exc)
+    if isinstance(exc, OSError):  # a file we were told to use, or a disk that refuses a write
+        code = EXIT_WRITE if exc.errno in _WRITE_ERRNOS else EXIT_USAGE
+        return code, f"{exc.filename or 'a file'}: {os_reason(exc)}"
+    if isinstance(exc, PipelineError):  # ConfigError, DataError, RunLocked
+        return EXIT_USAGE, str(exc)
+    if debug():
+        raise exc
+    return EXIT_INTERNAL, (
+        f"internal error ({type(exc).__name__}: {show_url(str(exc))}); this is a bug: please "
+        "report it with the output of the same command run with DRVD_DEBUG=1"
+    )
 
 
 def _command(args: argparse.Namespace, console: Console) -> int:
     if args.command == "eval":
         return _eval(args, console)
+    if args.command == "sweep":
+        return _sweep(args, console)
     if args.command == "score":
         return _score(args, console)
     if args.command == "cache":

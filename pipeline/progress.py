@@ -1,4 +1,8 @@
-"""Live progress: a rich bar on a terminal, plain periodic lines otherwise."""
+"""Live progress: a rich bar on a terminal, plain periodic lines otherwise.
+
+`drvd sweep` gives its runs one `ProgressBoard`: a line per run in one live display, or plain
+lines prefixed with the run's model.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +16,65 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 PLAIN_EVERY = 10.0  # seconds between plain lines when stdout is not a terminal
 
 
-class RunProgress:
-    """Shows done/total, rate, ETA, running accuracy, cache hits, retries and tokens."""
+def _bar(stream: TextIO) -> Progress:
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+        console=Console(file=stream),
+        transient=False,
+    )
+    bar.start()
+    return bar
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, enabled: bool = True) -> None:
+
+class ProgressBoard:
+    """One live display shared by several runs: a bar per run on a terminal, else plain lines."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar = _bar(self.stream) if self.stream.isatty() else None
+
+    def close(self) -> None:
+        """Stop the live display (the last state of every line stays on screen)."""
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+class RunProgress:
+    """Shows done/total, rate, ETA, running accuracy, cache hits, retries and tokens.
+
+    With a `board`, the run's line is on the shared display and its plain lines start with
+    `label` (the model); alone, it draws its own bar.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        board: ProgressBoard | None = None,
+        label: str = "eval",
+    ) -> None:
         self.total = total
         self.done = 0
-        self.stream = stream or sys.stderr
+        self.stream = board.stream if board is not None else stream or sys.stderr
         self.enabled = enabled
+        self.prefix = f"{label}: " if board is not None else ""
         self._start = time.monotonic()
         self._last_plain = self._start
-        self._bar: Progress | None = None
+        self._shown = -1  # rows counted in the last plain line
+        self._stats: dict[str, Any] = {}
+        self._own = board is None and enabled and self.stream.isatty()
+        shared = board.bar if board is not None and enabled else None
+        self._bar: Progress | None = _bar(self.stream) if self._own else shared
         self._task: Any = None
-        if enabled and self.stream.isatty():
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
-                console=Console(file=self.stream),
-                transient=False,
-            )
-            self._task = self._bar.add_task("eval", total=total, stats="")
-            self._bar.start()
+        if self._bar is not None:
+            self._task = self._bar.add_task(label, total=total, stats="")
 
     def line(self, stats: dict[str, Any]) -> str:
         """Return one status line from counters and the running score."""
@@ -54,6 +93,7 @@ class RunProgress:
     def advance(self, n: int, stats: dict[str, Any]) -> None:
         """Count `n` more finished rows."""
         self.done += n
+        self._stats = stats
         if not self.enabled:
             return
         if self._bar is not None:
@@ -62,11 +102,16 @@ class RunProgress:
             return
         now = time.monotonic()
         if now - self._last_plain >= PLAIN_EVERY or self.done == self.total:
-            self._last_plain = now
-            print(self.line(stats), file=self.stream, flush=True)
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        self._last_plain, self._shown = now, self.done
+        print(self.prefix + self.line(self._stats), file=self.stream, flush=True)
 
     def close(self) -> None:
-        """Stop the live display."""
-        if self._bar is not None:
+        """Stop the live display; on a shared one, leave its line and print the last count."""
+        if self._own and self._bar is not None:
             self._bar.stop()
-            self._bar = None
+        elif self.prefix and self.enabled and self._bar is None and self._shown != self.done:
+            self._print(time.monotonic())  # where a run that stopped early got to
+        self._bar = None

@@ -1,4 +1,5 @@
-"""Print a run's summary as the terminal tables: the official cells, then our additions.
+"""Print a run's summary as the terminal tables: the official cells, then our additions; and
+say which rows failed and what helps (`failure_lines`).
 
 Accuracies print as {acc:.2%} and report metrics as {:.4f}, as the official scripts do.
 """
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.records import JOINT_LEVELS
+from pipeline.summary import SUMMARY_NAME
 
 _GROUP_HEADER = {"visual_evidence_qa": "Task", "independent_qa": "Level"}
 
@@ -216,3 +218,21 @@ def _usage_line(usage: Mapping[str, Any]) -> str:
         f"{n('failed_rows')} failed rows, {n('prompt_tokens')} prompt + "
         f"{n('completion_tokens')} completion tokens"
     )
+
+
+def failure_lines(summary: dict[str, Any]) -> list[str]:
+    """Say which rows failed and what helps: a rerun (API errors), or fixing the input."""
+    usage = summary["usage"]
+    bad_input = usage.get("input_rows", 0)
+    retry = usage["failed_rows"] - bad_input
+    invalid = len(summary.get("run", {}).get("invalid_rows", ()))
+    lines = []
+    if retry:
+        lines.append(f"{retry} rows failed: rerun the same command to retry them")
+    if bad_input or invalid:
+        lines.append(
+            f"{bad_input + invalid} input rows cannot be used ({invalid} lines that are not rows, "
+            f"{bad_input} rows whose image cannot be sent; listed above and in {SUMMARY_NAME} "
+            "and the rows' error): fix the dataset, then rerun; a rerun alone will not help"
+        )
+    return lines

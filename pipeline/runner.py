@@ -28,7 +28,7 @@ from pipeline.judge import Judge
 from pipeline.lock import make_run_dir
 from pipeline.metrics import BertScore
 from pipeline.models import APIModel, RandomModel, Responder
-from pipeline.progress import RunProgress
+from pipeline.progress import ProgressBoard, RunProgress
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Clock
 from pipeline.records import ResultRow, Sample
@@ -81,12 +81,14 @@ class Run:
         judge: Judge | None = None,
         show_progress: bool = True,
         on_invalid: Callable[[str], None] | None = None,
+        board: ProgressBoard | None = None,
     ) -> None:
         self.cfg = cfg
         self.responder = responder
         self.judge = judge
         self.state = RunState(scorer=Scorer(official_quirks=cfg.official_quirks))
         self.show_progress = show_progress
+        self.board = board  # a display shared with other runs (sweep): this run's line on it
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
         self.root = find_root(cfg.data)
         present = [s for s in cfg.files if (self.root / f"{s}.jsonl").exists()]
@@ -255,7 +257,9 @@ class Run:
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
         )
-        progress = self._progress = RunProgress(total, enabled=self.show_progress)
+        progress = self._progress = RunProgress(
+            total, enabled=self.show_progress, board=self.board, label=self.cfg.spec.alias
+        )
         progress.advance(len(self.state.done), self.state.scorer.running())
         # More workers than slots, so image encoding overlaps the requests in flight.
         queue: asyncio.Queue[tuple[str, Sample] | None] = asyncio.Queue(self._workers * 2)
@@ -325,24 +329,43 @@ async def run_eval(
     """
     async with AsyncExitStack() as stack:
         cache = ResponseCache(cfg.cache_dir) if cfg.use_cache else None  # the judge's too
-        responder: Responder = RandomModel(seed=cfg.seed)
-        if cfg.spec.remote:
-            responder = await _api_model(cfg, stack, sleep, clock, cache)
-        judge = None
-        if (judge_cfg := cfg.judge_config()) is not None:
-            model = await _api_model(judge_cfg, stack, sleep, clock, cache)
-            bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
-            if bert is not None:
-                stack.callback(bert.close)
-            judge = Judge(model, variant=cfg.keyword_prompt, bert=bert)
+        responder = await make_responder(cfg, stack, cache, sleep, clock)
+        judge = await make_judge(cfg, stack, cache, sleep, clock)
         run = Run(cfg, responder, judge=judge, show_progress=show_progress)
         result = await run.execute()
-        if cache is not None and cache.damaged:
-            run.on_invalid(
-                f"cache: {len(cache.damaged)} damaged entries in {cache.dir} were ignored and "
-                "their requests sent again"
-            )
+        if cache is not None and (note := cache.damage_note()):
+            run.on_invalid(note)
         return result
+
+
+async def make_responder(
+    cfg: EvalConfig,
+    stack: AsyncExitStack,
+    cache: ResponseCache | None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Clock | None = None,
+) -> Responder:
+    """Return the model `cfg` evaluates: offline, or behind its own connection pool and pace."""
+    if not cfg.spec.remote:
+        return RandomModel(seed=cfg.seed)
+    return await _api_model(cfg, stack, sleep, clock, cache)
+
+
+async def make_judge(
+    cfg: EvalConfig,
+    stack: AsyncExitStack,
+    cache: ResponseCache | None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Clock | None = None,
+) -> Judge | None:
+    """Return the judge `cfg` names (one may serve several runs), or None."""
+    if (judge_cfg := cfg.judge_config()) is None:
+        return None
+    model = await _api_model(judge_cfg, stack, sleep, clock, cache)
+    bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
+    if bert is not None:
+        stack.callback(bert.close)
+    return Judge(model, variant=cfg.keyword_prompt, bert=bert)
 
 
 async def _api_model(
