@@ -132,7 +132,14 @@ def test_the_cli_spreads_a_run_and_records_each_replica(tmp_path: Path) -> None:
     from pipeline.synthetic import write_dataset
 
     write_dataset(tmp_path / "data", total=40, images=4, sizes=(32,))
-    common = ["--model", "openai:m", "--data", tmp_path / "data", "--judge", "none"]
+    common: list[str | Path] = [
+        "--model",
+        "openai:m",
+        "--data",
+        tmp_path / "data",
+        "--judge",
+        "none",
+    ]
     env = {"DRVD_CACHE_DIR": str(tmp_path / "cache"), "DRVD_API_KEY": "k"}
     with server_process("--latency", "0.05") as a, server_process("--latency", "0.05") as b:
         done = drvd(
