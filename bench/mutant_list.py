@@ -28,6 +28,8 @@ RETRY = (f"{T}retry.py", f"{T}client.py", f"{T}models.py")
 SCORING = (f"{T}scoring.py", f"{T}summary.py", f"{T}protocol.py", f"{T}parity.py")
 RESULTS = (f"{T}results.py", f"{T}runner.py", f"{T}summary.py")
 PACING = (f"{T}ratelimit.py", f"{T}models.py", f"{T}runner.py")
+ADAPTIVE = (f"{T}adaptive.py", f"{T}models.py", f"{T}ratelimit.py")
+REPLICAS = (f"{T}replicas.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- runner: resume --------------------------------------------------------------------------
@@ -60,8 +62,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "api-key-in-cache-key",
         "pipeline/models.py",
-        'endpoint=self.cfg.spec.base_url or "",',
-        'endpoint=(self.cfg.spec.base_url or "") + (self.cfg.api_key or ""),',
+        "endpoint=first_url(self.cfg.spec.base_url),",
+        'endpoint=first_url(self.cfg.spec.base_url) + (self.cfg.api_key or ""),',
         "rotating the API key empties the cache (everything is paid again) and hashes the secret",
         MODELS,
     ),
@@ -98,45 +100,25 @@ MUTANTS: tuple[Mutant, ...] = (
         "slot-held-across-backoff",
         "pipeline/models.py",
         "        async for attempt in AsyncRetrying(**self._retry_kwargs):\n"
-        "            with attempt:\n"
-        "                # The slot is held per attempt, never across a backoff sleep.\n"
-        "                async with self.slots:\n",
-        "        async with self.slots:\n"
+        "            with attempt:\n",
+        "        async with self.replicas.slots:\n"
         "          async for attempt in AsyncRetrying(**self._retry_kwargs):\n"
-        "            with attempt:\n"
-        "                if True:\n",
+        "            with attempt:\n",
         "rows backing off keep their slots: under faults throughput collapses, or deadlocks at C=1",
         MODELS,
     ),
     Mutant(
         "semaphore-per-attempt",
-        "pipeline/models.py",
-        "                async with self.slots:\n",
-        "                async with asyncio.Semaphore(self.cfg.concurrency):\n",
+        "pipeline/replicas.py",
+        "            async with self.slots:  # a slot first",
+        "            async with asyncio.Semaphore(len(self.replicas)):  # a slot first",
         "--concurrency is not enforced: every row is in flight at once and the provider 429s",
         (f"{T}models.py", f"{T}client.py", f"{T}runner.py"),
     ),
     Mutant(
-        "429-pauses-own-row-only",
-        "pipeline/models.py",
-        "            self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)\n",
-        "            pass\n",
-        "after a 429 every other worker keeps sending: a storm of 429s and a longer ban",
-        PACING,
-    ),
-    Mutant(
-        "pause-ignores-retry-after",
-        "pipeline/models.py",
-        "self.throttle.pause(exc.retry_after if exc.retry_after is not None else wait)",
-        "self.throttle.pause(wait)",
-        "a 429 with Retry-After: 0 still stops every worker for one row's jittered backoff "
-        "(up to 60 s): throughput collapses",
-        PACING,
-    ),
-    Mutant(
         "fatal-does-not-stop-others",
         "pipeline/models.py",
-        "            self.stopped = self.stopped or exc\n",
+        "            self.replicas.stopped = self.replicas.stopped or exc\n",
         "",
         "after a bad key or an empty account every queued row still sends its request",
         MODELS,
@@ -161,10 +143,85 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "pause-shortened",
         "pipeline/ratelimit.py",
-        "self._paused_until = max(self._paused_until, ",
-        "self._paused_until = max(0.0, ",
+        "        if until > self._paused_until:\n",
+        "        if True:\n",
         "a later, shorter 429 hint cuts short a longer pause already in force: more 429s",
         PACING,
+    ),
+    # --- the learned rate (issue #12) -------------------------------------------------------------
+    Mutant(
+        "429-pauses-own-row-only",
+        "pipeline/ratelimit.py",
+        '        if pause is not None:  # "Retry-After: 0" too: the server\'s "now" starts the new pace\n'
+        "            self.pause(pause)\n",
+        "",
+        "after a 429 every worker keeps sending at once: a storm of 429s and a longer ban",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "pause-ignores-retry-after",
+        "pipeline/ratelimit.py",
+        "        pause = retry_after\n",
+        "        pause = None\n",
+        "the endpoint's Retry-After is ignored: re-sends land inside the ban, or wait needlessly",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "rate-never-cut",
+        "pipeline/ratelimit.py",
+        "        self.rate = min(self.ceiling, max(_MIN_RATE, _BETA * base))\n",
+        "        base = base\n",
+        "an unknown limit is never learned: the run keeps sending unpaced into 429s",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "every-429-cuts",
+        "pipeline/ratelimit.py",
+        "        if ticket.sent < self._cut_at or self._pending is not None:\n",
+        "        if False:\n",
+        "each 429 of one burst cuts the rate again: the pace collapses far below the limit",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "pause-keeps-reserved-slots",
+        "pipeline/ratelimit.py",
+        "            if epoch == self._epoch:  # no pause or cut voided the slot meanwhile\n",
+        "            if True:\n",
+        "slots handed out before a 429 are sent during its pause and on top of the new pace",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "429-spends-retries",
+        "pipeline/replicas.py",
+        '            return "limited"\n',
+        '            return "retry"\n',
+        "every 429 spends one of the row's retries: a 429 storm fails rows that would have answered",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "limit-headers-ignored",
+        "pipeline/client.py",
+        "        if self.on_headers is not None:\n            self.on_headers(headers)\n",
+        "",
+        "OpenAI's x-ratelimit-* headers are never read: the limit is learned from 429s instead",
+        ADAPTIVE,
+    ),
+    Mutant(
+        "replica-never-benched",
+        "pipeline/replicas.py",
+        "            self._bench(replica)\n",
+        "            pass\n",
+        "a dead replica keeps getting requests: rows fail on it, or time out",
+        REPLICAS,
+    ),
+    Mutant(
+        "failover-to-the-same-replica",
+        "pipeline/replicas.py",
+        "best = min(live, key=lambda r: (r is avoid, r.in_flight))",
+        "best = min(live, key=lambda r: r.in_flight)",
+        "a request a replica failed goes back to it (it answers fastest): rows fail that another "
+        "replica would have answered",
+        REPLICAS,
     ),
     # --- retry: classification and backoff -------------------------------------------------------
     Mutant(
