@@ -292,8 +292,11 @@ async def test_fatal_error_propagates_and_stops_every_other_row(
     fake_server.config.expected_key = "sk-right"
     secret = "sk-wrong-0123456789"
     async with api_model(fake_server, tmp_path, api_key=secret, concurrency=2) as model:
-        outcomes = await asyncio.gather(
-            *(model.respond(s, build_request(s)) for s in rows[:8]), return_exceptions=True
+        outcomes = await asyncio.wait_for(  # a stop that hangs a row is a failure too
+            asyncio.gather(
+                *(model.respond(s, build_request(s)) for s in rows[:8]), return_exceptions=True
+            ),
+            10,
         )
         assert all(isinstance(o, FatalAPIError) for o in outcomes), outcomes
         assert isinstance(model.stopped, FatalAPIError)
