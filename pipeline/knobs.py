@@ -74,7 +74,12 @@ def _non_negative_int(text: str) -> int:
 
 KNOBS = (
     Knob("concurrency", "DRVD_CONCURRENCY", _positive_int, "requests in flight"),
-    Knob("rpm", "DRVD_RPM", _positive_float, "requests per minute (per attempt)"),
+    Knob(
+        "rpm",
+        "DRVD_RPM",
+        _positive_float,
+        "requests per minute per endpoint, a ceiling (default: learned from 429s)",
+    ),
     Knob("tpm", "DRVD_TPM", _positive_float, "tokens per minute (estimated per request)"),
     Knob(
         "max_retries", "DRVD_MAX_RETRIES", _non_negative_int, "retries per row", DEFAULT_MAX_RETRIES
@@ -110,7 +115,12 @@ KNOBS = (
         DEFAULT_HOLD_SECONDS,
     ),
     Knob("data", "DRVD_DATA", Path, "DrVD-Bench directory", shown="none"),
-    Knob("base_url", "DRVD_BASE_URL", _url, "endpoint for openai:<model-id> or to override one"),
+    Knob(
+        "base_url",
+        "DRVD_BASE_URL",
+        _url,
+        "endpoint for openai:<model-id> or to override one; U1,U2,... spreads over replicas",
+    ),
     Knob(
         "judge",
         "DRVD_JUDGE",
