@@ -279,12 +279,7 @@ class Throttle:
     def report(self) -> dict[str, float | int | None]:
         """Return what the endpoint taught: the rate it ran at (per minute), 429s and cuts."""
         rpm = None if self.rate is None else round(self.rate * 60, 1)
-        return {
-            "rpm": rpm,
-            "requests": self.requests,
-            "rate_limited": self.limited,
-            "cuts": self.cuts,
-        }
+        return {"rpm": rpm, "rate_limited": self.limited, "cuts": self.cuts}
 
 
 def _number(value: str | None) -> float | None:

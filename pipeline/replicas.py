@@ -7,7 +7,8 @@ Every replica has its own client and its own `Throttle` (its learned rate). A se
     another replica is up: the re-send goes elsewhere.
 A refused connection, or `_STREAK` failures in a row, benches a replica for a cool-down that
 doubles while it stays down (`_COOL_DOWN` to `_COOL_DOWN_MAX`); then one probe request goes to it,
-and an answer puts it back. While every replica is benched, sends wait for the first probe.
+and an answer puts it back. While every replica is benched, the one due back first is tried
+anyway (rows fail fast, and the run's failure streak stops a run whose every replica is down).
 One replica is the same path with nothing to spread: its failures spend the row's budget.
 """
 
@@ -40,7 +41,8 @@ class Replica:
     client: ChatClient
     throttle: Throttle
     in_flight: int = 0
-    errors: int = 0
+    sent: int = 0  # requests sent to it, whatever became of them
+    errors: int = 0  # failed sends other than 429: 5xx, no answer, a bad body
     answered: int = 0  # answers other than 429 (their latency is in `seconds`)
     seconds: float = 0.0
     streak: int = 0  # failures in a row
@@ -54,6 +56,7 @@ class Replica:
         mean = round(self.seconds / self.answered, 3) if self.answered else None
         return {
             "url": self.url,
+            "requests": self.sent,
             **self.throttle.report(),
             "errors": self.errors,
             "mean_latency_s": mean,
@@ -69,7 +72,6 @@ class Replicas:
     slots: asyncio.Semaphore
     clock: Clock = field(default_factory=LoopClock)
     stopped: FatalAPIError | None = None  # set when a row hit a fatal error: send nothing more
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def up(self, now: float) -> list[Replica]:
         """Return the replicas a request may go to now."""
@@ -77,22 +79,16 @@ class Replicas:
             r for r in self.replicas if r.benched_until <= now and not (r.probing and r.in_flight)
         ]
 
-    async def pick(self, avoid: Replica | None = None) -> Replica:
-        """Return the replica with least in flight, `avoid` only when no other is up; wait while
-        every one is benched or probing."""
-        while not (live := self.up(now := self.clock())):
-            wake = min((r.benched_until for r in self.replicas if r.benched_until > now), default=0)
-            self._changed.clear()
-            waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._changed.wait())]
-            if wake:
-                waits.append(asyncio.ensure_future(self.clock.sleep(wake - now)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-        best = min(live, key=lambda r: (r is avoid, r.in_flight))
-        if best.benched_until:  # its cool-down is over: this request is the probe
+    def pick(self, avoid: Replica | None = None) -> Replica:
+        """Return the replica with least in flight, `avoid` only when no other is up.
+
+        When every replica is benched the one due back first is tried anyway: rows then fail
+        fast and the run's failure streak stops it, rather than waiting on probes one by one.
+        """
+        now = self.clock()
+        live = self.up(now) or self.replicas
+        best = min(live, key=lambda r: (r is avoid, max(r.benched_until - now, 0.0), r.in_flight))
+        if best.benched_until:  # back from the bench (or all are benched): this is a probe
             best.benched_until, best.probing = 0.0, True
         return best
 
@@ -110,13 +106,14 @@ class Replicas:
         failed: Replica | None = None  # where this request last failed: go elsewhere
         while True:
             async with self.slots:  # a slot first: rows queued for one hold no replica yet
-                replica = await self.pick(avoid=failed)
+                replica = self.pick(avoid=failed)
                 replica.in_flight += 1
                 try:
                     ticket = await replica.throttle.acquire(tokens)
                     if self.stopped is not None:
                         raise self.stopped
                     on_send()
+                    replica.sent += 1
                     start = self.clock()
                     try:
                         completion = await replica.client.complete(request, image_url)
@@ -136,7 +133,6 @@ class Replicas:
                     return completion
                 finally:
                     replica.in_flight -= 1
-                    self._changed.set()
 
     def _answered(self, replica: Replica, ticket: Ticket, start: float, *, ok: bool) -> None:
         replica.throttle.answered(ticket)

@@ -70,7 +70,9 @@ async def test_every_row_completes_while_one_replica_lives(tmp_path: Path, down:
     assert dead["benched"] >= 1
     assert dead["errors"] >= 1
     # Benched after a refused connection, or a streak of 5xx: it got little of the work.
-    assert dead["requests"] <= 8 + 5
+    assert dead["requests"] == dead["errors"] <= 8 + 5
+    if down == "503":
+        assert dead["requests"] == b.ledger.count()
     assert good["errors"] == 0
 
 
@@ -126,6 +128,31 @@ async def test_every_replica_down_fails_the_row_at_once(tmp_path: Path) -> None:
             outcome = await asyncio.wait_for(model.respond(s, build_request(s)), 10)
     assert outcome.error is not None
     assert "ClientConnectorError" in str(outcome.error)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_rows_of_a_dead_endpoint_fail_after_their_retries_not_waiting_on_probes(
+    tmp_path: Path, replicas: int
+) -> None:
+    rows = load_samples(tmp_path)[:6]
+    urls = ",".join(closed_port_url() for _ in range(replicas))
+
+    async def no_wait(_seconds: float) -> None:
+        return None
+
+    async with (
+        servers(FakeConfig()) as (a,),
+        api_model(a, tmp_path, base_url=urls, max_retries=2, sleep=no_wait, concurrency=2) as model,
+    ):
+        # Benched replicas are still tried when none is up: each row spends its retries at once
+        # (and the run's failure streak can stop it), instead of queueing for probes.
+        outcomes = await asyncio.wait_for(answer(model, rows), 10)
+        report = model.replicas.report()
+    assert all(o.error is not None for o in outcomes)
+    # Three attempts each; an attempt fails over (free) only while another replica is up.
+    assert all(3 <= o.usage.api_calls <= 3 * replicas for o in outcomes)
+    sends = sum(o.usage.api_calls for o in outcomes)
+    assert sum(r["requests"] for r in report) == sum(r["errors"] for r in report) == sends
 
 
 def test_the_cli_spreads_a_run_and_records_each_replica(tmp_path: Path) -> None:
