@@ -217,8 +217,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "failover-to-the-same-replica",
         "pipeline/replicas.py",
-        "best = min(live, key=lambda r: (r is avoid, r.in_flight))",
-        "best = min(live, key=lambda r: r.in_flight)",
+        "key=lambda r: (r is avoid, max(r.benched_until - now, 0.0), r.in_flight)",
+        "key=lambda r: (max(r.benched_until - now, 0.0), r.in_flight)",
         "a request a replica failed goes back to it (it answers fastest): rows fail that another "
         "replica would have answered",
         REPLICAS,
