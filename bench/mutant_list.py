@@ -133,11 +133,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # --- ratelimit -------------------------------------------------------------------------------
     Mutant(
-        "rpm-interval-not-waited",
+        "rpm-not-paced",
         "pipeline/ratelimit.py",
-        "            if slot > now:\n",
-        "            if False:  # the slot is reserved, never waited for\n",
-        "--rpm reserves slots but never waits for them: a minute's allowance goes out at once",
+        "        self.rate: float | None = self.ceiling if rpm else None",
+        "        self.rate: float | None = None",
+        "--rpm is only a ceiling, never a pace: a minute's allowance goes out at once, into 429s",
         PACING,
     ),
     Mutant(
@@ -152,8 +152,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "429-pauses-own-row-only",
         "pipeline/ratelimit.py",
-        '        if pause is not None:  # "Retry-After: 0" too: the server\'s "now" starts the new pace\n'
-        "            self.pause(pause)\n",
+        "        if pause is not None:\n            self.pause(pause)\n",
         "",
         "after a 429 every worker keeps sending at once: a storm of 429s and a longer ban",
         ADAPTIVE,

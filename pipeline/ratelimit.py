@@ -158,7 +158,6 @@ class Throttle:
         self._cut_at = -math.inf  # when the last 429 cut the rate
         self._pending: tuple[float, float] | None = None  # (cut at, span) to measure once paused
         self._epoch = 0  # counts the times the slots handed out were voided
-        self._last = -math.inf  # when the last request left
         self._measured_to = -math.inf  # the last cut: sends before it measured the one before
         self._growth = 0.0  # requests per second gained per second of paced sends
         self.requests = self.limited = self.cuts = 0
@@ -185,7 +184,6 @@ class Throttle:
             if self._pending is not None:
                 self._settle(*self._pending)
             if self.rate is None:
-                self._last = self._clock()
                 break
             now, epoch = self._clock(), self._epoch
             slot = max(self._next_slot, now)  # an idle gap is not banked as a burst
@@ -193,11 +191,7 @@ class Throttle:
             if slot > now:
                 paced = True
                 await self._clock.sleep(slot - now)
-            # A timer that fired late must not squeeze the next send closer than one interval.
-            while epoch == self._epoch and (gap := self._last + 1 / self.rate - self._clock()) > 0:
-                await self._clock.sleep(gap)
             if epoch == self._epoch:  # no pause or cut voided the slot meanwhile
-                self._last = self._clock()
                 break
         if self._tpm is not None:
             # A request may need more tokens than the bucket holds: take them in bucket-sized
@@ -222,14 +216,21 @@ class Throttle:
             self.rate = min(self.ceiling, rate + self._growth / rate)
 
     def limited_by(self, ticket: Ticket, retry_after: float | None) -> None:
-        """Count a 429: pause the endpoint, and cut the rate once per congestion event."""
+        """Count a 429: pause the endpoint, and cut the rate once per congestion event.
+
+        "Retry-After: 0" is the server's "send it again now": a refusal that asks for no pause
+        and no slower pace (random 429s of an overloaded server would otherwise cut the rate
+        on every event, down to nothing).
+        """
         ticket.limited = True
         self.requests += 1
         self.limited += 1
+        if retry_after == 0:
+            return
         pause = retry_after
         if pause is None and self.rate is None:
             pause = _FIRST_PAUSE  # a first 429 with no word on when: measure over a second
-        if pause is not None:  # "Retry-After: 0" too: the server's "now" starts the new pace
+        if pause is not None:
             self.pause(pause)
         if ticket.sent < self._cut_at or self._pending is not None:
             return  # sent before the last cut took effect: that cut answers it
@@ -258,9 +259,7 @@ class Throttle:
         nxt = (self._sent[-1].sent if self._sent else now) + 1 / self.rate  # paced from the last
         if self._paused_until >= cut_at:  # ...but never later than the pause asked
             nxt = min(nxt, self._paused_until)
-        start = max(now, nxt)
-        self._void_slots(start)
-        self._last = start - 1 / self.rate  # the spacing holds from the new start, not before it
+        self._void_slots(max(now, nxt))
 
     def read_headers(self, headers: Mapping[str, str]) -> None:
         """Take OpenAI's stated request limit as the ceiling; pause when a budget is spent."""
@@ -269,6 +268,8 @@ class Throttle:
             self.ceiling = min(self.ceiling, limit / 60 * MARGIN)
             if self.rate is None or self.rate > self.ceiling:
                 self.rate = self.ceiling
+                if self._sent:  # paced from the last request sent, not from now
+                    self._void_slots(max(self._clock(), self._sent[-1].sent + 1 / self.rate))
         for kind in ("requests", "tokens"):
             if _number(headers.get(f"x-ratelimit-remaining-{kind}")) == 0:
                 reset = _duration(headers.get(f"x-ratelimit-reset-{kind}"))
