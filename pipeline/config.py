@@ -26,6 +26,7 @@ from pipeline.knobs import (
     Knob,
 )
 from pipeline.metrics import BERT_LAYERS, BERT_MODEL
+from pipeline.prices import Price, price_for
 from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
 from pipeline.ratelimit import pace_problem
 from pipeline.records import FILES
@@ -73,6 +74,11 @@ class EvalConfig:
     keyword_prompt: Variant = DEFAULT_VARIANT
     bert_model: str | None = None  # None: BERTScore not computed
     bert_layers: int | None = None
+    price: Price | None = None  # None: cost unknown (no price on record, none given)
+    max_cost: float | None = None  # USD for the whole run folder; None: no cap
+    batch: bool = False  # send through the provider's Batch API
+    batch_max_mb: float | None = None  # None: the provider's limit
+    batch_retry: str = "batch"  # failed batch lines: "batch" (a new batch) or "online"
 
     @property
     def run_dir(self) -> Path:
@@ -104,6 +110,8 @@ class EvalConfig:
             tpm=spec.tpm,
             timeout=spec.timeout,
             legacy_mime=False,
+            price=price_for(spec.model),
+            batch=False,  # the judge answers online, as the run needs its answers
         )
 
 
@@ -197,6 +205,23 @@ def _bert(flags: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[str | No
     return model, layers if layers is not None else (BERT_LAYERS if model == BERT_MODEL else None)
 
 
+def _price(spec: ModelSpec, values: Mapping[str, Any]) -> Price | None:
+    """Return the model's price; one of --price-in/--price-out alone for an unpriced model fails."""
+    price_in, price_out = values["price_in"], values["price_out"]
+    price = price_for(spec.model, price_in, price_out)
+    if price is None and (price_in is not None or price_out is not None):
+        given = "--price-in (DRVD_PRICE_IN)" if price_in is None else "--price-out (DRVD_PRICE_OUT)"
+        msg = f"model {spec.alias!r} has no price on record: give {given} too"
+        raise ConfigError(msg)
+    if price is None and values["max_cost"] is not None and spec.remote:
+        msg = (
+            f"--max-cost needs the model's price, and {spec.alias!r} ({spec.model}) has none on "
+            "record: pass --price-in and --price-out (USD per 1M tokens)"
+        )
+        raise ConfigError(msg)
+    return price
+
+
 def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EvalConfig:
     """Build the run configuration from parsed flags and the environment."""
     env = os.environ if env is None else env
@@ -251,6 +276,11 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         keyword_prompt=values["keyword_prompt"],
         bert_model=bert_model,
         bert_layers=bert_layers,
+        price=_price(spec, values),
+        max_cost=values["max_cost"],
+        batch=bool(flags.get("batch", False)),
+        batch_max_mb=values["batch_max_mb"],
+        batch_retry=flags.get("batch_retry") or "batch",
     )
     judged = cfg.judge.concurrency if cfg.judge else 0
     if problem := pace_problem(cfg.concurrency, judged, cfg.tpm, spec.max_tokens):

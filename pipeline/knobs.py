@@ -51,6 +51,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (0 <= value < math.inf):
+        msg = "must be a number, 0 or more"
+        raise ValueError(msg)
+    return value
+
+
 def _on_off(text: str) -> bool:
     if text.strip().lower() not in ("on", "off"):
         msg = "must be on or off"
@@ -104,6 +112,34 @@ KNOBS = (
         _on_off,
         "turn the model's thinking on or off (a deviation)",
         shown="the provider's default",
+    ),
+    Knob(
+        "price_in",
+        "DRVD_PRICE_IN",
+        _non_negative_float,
+        "USD per 1M prompt tokens, for a model with no price on record or to replace it",
+        shown="the registry's (see `drvd models`)",
+    ),
+    Knob(
+        "price_out",
+        "DRVD_PRICE_OUT",
+        _non_negative_float,
+        "USD per 1M completion tokens (reasoning included)",
+        shown="the registry's",
+    ),
+    Knob(
+        "max_cost",
+        "DRVD_MAX_COST",
+        _non_negative_float,
+        "stop taking rows before the run's cost (all its invocations) passes this many USD",
+        shown="no cap",
+    ),
+    Knob(
+        "batch_max_mb",
+        "DRVD_BATCH_MAX_MB",
+        _positive_float,
+        "--batch: largest input file to upload, in MB (base64 images make them large)",
+        shown="the provider's: 200 OpenAI, 100 others",
     ),
     Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),

@@ -151,37 +151,38 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # reasoning tokens included
     reasoning_tokens: int = 0
+    batch_calls: int = 0  # of api_calls, those answered through a Batch API
+    cost_usd: float = 0.0  # what the calls cost (billed tokens at the price; 0 if unpriced)
+    saved_usd: float = 0.0  # what the cache hits would have cost
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.api_calls + other.api_calls,
-            self.retries + other.retries,
-            self.cache_hits + other.cache_hits,
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-        )
+        return self._combine(other, 1)
 
     def __sub__(self, other: Usage) -> Usage:
-        return Usage(
-            self.api_calls - other.api_calls,
-            self.retries - other.retries,
-            self.cache_hits - other.cache_hits,
-            self.prompt_tokens - other.prompt_tokens,
-            self.completion_tokens - other.completion_tokens,
-            self.reasoning_tokens - other.reasoning_tokens,
-        )
+        return self._combine(other, -1)
 
-    def to_json(self) -> dict[str, int]:
-        """Return the counts as a JSON object."""
-        return {f.name: getattr(self, f.name) for f in fields(Usage)}
+    def _combine(self, other: Usage, sign: int) -> Usage:
+        names = [f.name for f in fields(Usage)]
+        values: dict[str, Any] = {n: getattr(self, n) + sign * getattr(other, n) for n in names}
+        return Usage(**values)
+
+    def to_json(self) -> dict[str, int | float]:
+        """Return the counts as a JSON object (costs rounded to a billionth of a dollar)."""
+        out: dict[str, int | float] = {f.name: getattr(self, f.name) for f in fields(Usage)}
+        out["cost_usd"] = round(self.cost_usd, 9)
+        out["saved_usd"] = round(self.saved_usd, 9)
+        return out
 
     @classmethod
     def from_json(cls, data: object) -> Usage:
         """Read counts written by `to_json`; anything missing or malformed counts 0."""
         if not isinstance(data, Mapping):
             return cls()
-        return cls(*(_int(data.get(f.name)) for f in fields(Usage)))
+        values: dict[str, Any] = {
+            f.name: _int(data.get(f.name)) if f.type == "int" else _float(data.get(f.name))
+            for f in fields(Usage)
+        }
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +354,10 @@ class ResultRow:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _opt_str(value: object) -> str | None:

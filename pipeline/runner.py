@@ -38,7 +38,7 @@ from pipeline.results import ResultsFile
 from pipeline.sink import Item, Sink
 from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
 
-EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_WRITE = 0, 1, 2, 3, 5
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_COST, EXIT_WRITE = 0, 1, 2, 3, 4, 5
 INTERRUPTED = "interrupted: rerun the same command to resume"
 CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues

@@ -158,19 +158,30 @@ class Scorer:
         return {"joint": _shortcut_cell(joint), "independent": _shortcut_cell(independent)}
 
     def _usage_section(self) -> dict[str, Any]:
-        """Usage over the rows: the model's calls, then the judge's; None where not recorded."""
+        """Usage over the rows: the model's calls, then the judge's; None where not recorded.
+
+        `cost_usd` and `saved_usd` are the run's whole: the model's and the judge's together.
+        """
         rows = self._rows()
         known = all(r.ours for r in rows)  # another tool's rows carry no usage
-        model: dict[str, int | None] = {**sum((r.usage for r in rows), Usage()).to_json()}
-        judge = sum((r.judge_usage for r in rows), Usage()).to_json()
+        used = sum((r.usage for r in rows), Usage())
+        judged = sum((r.judge_usage for r in rows), Usage())
+        model: dict[str, Any] = used.to_json()
         if not known:
             model.update(api_calls=None, retries=None)
         models = sorted({r.judge_model for r in rows if r.judge_model})
         return {
             **model,
+            "cost_usd": round(used.cost_usd + judged.cost_usd, 6),
+            "saved_usd": round(used.saved_usd + judged.saved_usd, 6),
             "failed_rows": sum(r.error for r in rows),
             "input_rows": sum(r.bad_input for r in rows),  # of the failed rows
-            "judge": {**judge, "models_returned": models},
+            "judge": {
+                **judged.to_json(),
+                "cost_usd": round(judged.cost_usd, 6),
+                "saved_usd": round(judged.saved_usd, 6),
+                "models_returned": models,
+            },
         }
 
 

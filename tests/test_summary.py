@@ -208,11 +208,20 @@ def metered(row: dict, key: str, model: dict | None = None, judge: dict | None =
 
 def test_usage_is_the_sum_over_the_latest_rows():
     scorer = DictScorer()
-    calls = {"api_calls": 3, "retries": 2, "prompt_tokens": 100, "completion_tokens": 2}
-    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[2], "a", {"api_calls": 7, "retries": 6}))
+    calls = {
+        "api_calls": 3,
+        "retries": 2,
+        "prompt_tokens": 100,
+        "completion_tokens": 2,
+        "cost_usd": 0.25,
+    }
+    first = {"api_calls": 7, "retries": 6, "cost_usd": 4.0}  # replaced below: not counted
+    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[2], "a", first))
     scorer.add("independent_qa", metered(INDEPENDENT_ROWS[0], "a", calls))  # a retried failure
-    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[1], "b", {"cache_hits": 1}))
-    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[3], "c", calls, {"api_calls": 1}))
+    hit = {"cache_hits": 1, "saved_usd": 0.125}
+    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[1], "b", hit))
+    judged = {"api_calls": 1, "cost_usd": 0.0625, "batch_calls": 1}
+    scorer.add("independent_qa", metered(INDEPENDENT_ROWS[3], "c", calls, judged))
     got = scorer.summary(model="m")["usage"]
     assert got == {
         "api_calls": 6,
@@ -221,6 +230,9 @@ def test_usage_is_the_sum_over_the_latest_rows():
         "prompt_tokens": 200,
         "completion_tokens": 4,
         "reasoning_tokens": 0,
+        "batch_calls": 0,
+        "cost_usd": 0.5625,  # the model's 0.5 and the judge's 0.0625
+        "saved_usd": 0.125,
         "failed_rows": 0,
         "input_rows": 0,
         "judge": {
@@ -230,6 +242,9 @@ def test_usage_is_the_sum_over_the_latest_rows():
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "reasoning_tokens": 0,
+            "batch_calls": 1,
+            "cost_usd": 0.0625,
+            "saved_usd": 0.0,
             "models_returned": ["judge-v1"],
         },
     }

@@ -1,0 +1,176 @@
+"""The command line's parser: every subcommand, its flags, and the --help that explains them."""
+
+from __future__ import annotations
+
+import argparse
+from argparse import RawDescriptionHelpFormatter
+from pathlib import Path
+from typing import Any
+
+from pipeline.knobs import DEFAULT_OUT, KNOBS
+from pipeline.prompts import PROTOCOLS
+from pipeline.records import FILES
+from pipeline.sweep import HELP
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+
+def _env_help() -> str:
+    lines = ["environment (a flag beats its variable, which beats the default):"]
+    for knob in KNOBS:
+        default = knob.shown if knob.default is None else knob.default
+        lines.append(f"  {knob.env:<17} {knob.help} (default: {default})")
+    lines += [
+        "  DRVD_API_KEY      key for any model; overrides the provider's own variable",
+        "  DASHSCOPE_API_KEY, DEEPSEEK_API_KEY, OPENAI_API_KEY   provider keys",
+        "  DRVD_JUDGE_API_KEY  key for the judge; overrides its provider's variable",
+        "",
+        "exit status: 0 every row answered; 1 some rows failed (the message says whether a",
+        "             rerun retries them, or the input must be fixed); 2 usage or config error,",
+        "             or the run folder is in use by another process; 3 a fatal API error",
+        "             stopped the run; 4 the cost cap (--max-cost) stopped it: rerun with a",
+        "             higher cap to go on, paying only for the rest; 5 a file could not be written (disk full): free space,",
+        "             rerun; 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP (these three: partial summary",
+        "             written, rerun to resume); 70 a bug (DRVD_DEBUG=1 shows it);",
+        "             sweep: the worst of its runs' (70 > 5 > 4 > 3 > 2 > 1 > 0)",
+        "",
+        f"the bundled demo set (not DrVD-Bench data) is at {SAMPLE_DIR}",
+    ]
+    return "\n".join(lines)
+
+
+def _run_flags(ev: argparse.ArgumentParser) -> None:
+    """Add the flags eval and sweep share: all of eval's but --model and --run-name."""
+    ev.add_argument("--data", type=Path, help="DrVD-Bench directory (DRVD_DATA)")
+    ev.add_argument("--files", help=f"comma-separated stems (default: all of {','.join(FILES)})")
+    ev.add_argument("--limit", type=int, help="only the first N rows of each file")
+    ev.add_argument("--out", type=Path, help=f"results folder (default: {DEFAULT_OUT}/)")
+    ev.add_argument("--protocol", choices=PROTOCOLS, help="official (default) or notebook")
+    ev.add_argument("--base-url", help="OpenAI-compatible endpoint (DRVD_BASE_URL)")
+    ev.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
+    ev.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
+    ev.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
+    ev.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
+    ev.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    ev.add_argument(
+        "--max-tokens",
+        type=int,
+        help="max_tokens of every request, replacing the protocol's 50/100: reasoning models "
+        "think inside it (DRVD_MAX_TOKENS; recorded as a deviation)",
+    )
+    ev.add_argument(
+        "--thinking",
+        choices=("on", "off"),
+        help="turn the model's thinking on or off (DRVD_THINKING; recorded as a deviation)",
+    )
+    ev.add_argument(
+        "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
+    )
+    ev.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
+    ev.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ev.add_argument("--seed", type=int, help="seed of the random baseline (default 0)")
+    ev.add_argument(
+        "--legacy-mime",
+        action="store_true",
+        help="label re-encoded PNGs image/png (official quirk)",
+    )
+    ev.add_argument(
+        "--judge",
+        help="maps unreadable answers and extracts report keywords: an alias, openai:<id>, "
+        "or none (DRVD_JUDGE; default deepseek when DEEPSEEK_API_KEY is set)",
+    )
+    ev.add_argument("--judge-base-url", help="the judge's endpoint (DRVD_JUDGE_BASE_URL)")
+    ev.add_argument(
+        "--keyword-prompt",
+        choices=("repo", "pypi"),
+        help="report keyword prompt of the repo script (default) or the PyPI package",
+    )
+    ev.add_argument(
+        "--bert-model", help="BERTScore model name or local folder (default: PubMedBERT)"
+    )
+    ev.add_argument("--bert-layers", type=int, help="BERTScore layer (default 12 for PubMedBERT)")
+    ev.add_argument(
+        "--no-bertscore",
+        action="store_true",
+        help="skip BERTScore even when bert-score is installed",
+    )
+    ev.add_argument("--price-in", type=float, help="USD per 1M prompt tokens (DRVD_PRICE_IN)")
+    ev.add_argument("--price-out", type=float, help="USD per 1M completion tokens (DRVD_PRICE_OUT)")
+    ev.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="take no new row once the run's cost would pass USD; exit 4, rerun with a higher "
+        "cap to go on (DRVD_MAX_COST)",
+    )
+    ev.add_argument(
+        "--batch",
+        action="store_true",
+        help="send the rows through the provider's Batch API: half price, within 24 h; "
+        "a rerun collects pending batches instead of submitting again",
+    )
+    ev.add_argument(
+        "--batch-max-mb",
+        type=float,
+        help="--batch: largest input file in MB (DRVD_BATCH_MAX_MB; default: the provider's)",
+    )
+    ev.add_argument(
+        "--batch-retry",
+        choices=("batch", "online"),
+        help="--batch: send failed or expired lines again in a new batch (default) or online",
+    )
+    ev.add_argument("--quiet", action="store_true", help="no progress display")
+    ev.add_argument(
+        "--official-quirks",
+        action="store_true",
+        help="score the stripped raw reply by exact match, as the official scripts do",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="drvd",
+        description="Evaluate vision-language models on DrVD-Bench: fast, resumable, cached.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    shared: dict[str, Any] = {"epilog": _env_help(), "formatter_class": RawDescriptionHelpFormatter}
+    ev = sub.add_parser(
+        "eval", help="run a model over the dataset (resumes if the run exists)", **shared
+    )
+    ev.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
+    ev.add_argument("--run-name", help="run folder name (default: derived from the model)")
+    sw = sub.add_parser(
+        "sweep", help="run several models at once, in one process", description=HELP, **shared
+    )
+    sw.add_argument("--models", required=True, help="comma-separated, e.g. qwen,gpt-4o,openai:m")
+    pl = sub.add_parser(
+        "plan",
+        help="what a run would cost and take, before paying: no API call, nothing written",
+        **shared,
+    )
+    pl.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
+    pl.add_argument("--run-name", help="the run folder whose answered rows count as done")
+    pl.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
+    _run_flags(ev)
+    _run_flags(sw)
+    _run_flags(pl)
+
+    sc = sub.add_parser("score", help="re-score a finished run folder offline")
+    sc.add_argument("run_dir", type=Path)
+    sc.add_argument(
+        "--official-quirks",
+        action="store_true",
+        help="score the stripped raw reply by exact match, as the official scripts do",
+    )
+
+    ca = sub.add_parser("cache", help="inspect or clear the response cache")
+    ca.add_argument("action", choices=("stats", "clear"))
+    ca.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
+
+    mo = sub.add_parser("models", help="list model aliases and where each comes from")
+    mo.add_argument(
+        "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
+    )
+    return parser
