@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipeline.errors import PipelineError
+from pipeline.records import ChatRequest
+from pipeline.tokens import completion_bound, image_rule, prompt_tokens
 
 CNY_PER_USD = 7.2  # the rate yuan prices are converted at (2026-11)
 MILLION = 1_000_000
@@ -115,3 +117,11 @@ class Budget:
         """Replace a reservation by what the call cost (0 when it was not billed)."""
         self.reserved = max(0.0, self.reserved - reserved)
         self.spent += paid
+
+
+def request_cost(
+    price: Price, request: ChatRequest, model_id: str, provider: str, *, batch: bool = False
+) -> float:
+    """Return what a request may cost before it is sent: estimated prompt, completion bound."""
+    prompt = prompt_tokens(request, image_rule(model_id, provider))
+    return price.cost(prompt, completion_bound(request), batch=batch)

@@ -104,3 +104,11 @@ def prompt_tokens(request: ChatRequest, rule: ImageRule) -> int:
     if request.image is not None and (size := image_size(request.image.path)) is not None:
         tokens += rule(*sent_size(*size, request.image.max_dim))
     return tokens
+
+
+UNBOUNDED_REPLY = 512  # tokens a request without max_tokens is assumed to take, at most
+
+
+def completion_bound(request: ChatRequest) -> int:
+    """Return the completion tokens a request can take: its max_tokens, else `UNBOUNDED_REPLY`."""
+    return request.max_tokens if request.max_tokens is not None else UNBOUNDED_REPLY
