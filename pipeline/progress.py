@@ -88,6 +88,7 @@ class RunProgress:
             f"{self.done}/{self.total} rows  {rate:.1f}/s  eta {eta}  acc {acc_text}  "
             f"cache {stats.get('cache_hits', 0)}  retries {stats.get('retries', 0)}  "
             f"tokens {stats.get('prompt_tokens', 0) + stats.get('completion_tokens', 0)}"
+            + (f"  ${cost:.4f}" if (cost := stats.get("cost_usd")) else "")
         )
 
     def advance(self, n: int, stats: dict[str, Any]) -> None:
