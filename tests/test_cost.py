@@ -96,9 +96,8 @@ def _summary(run: Path) -> dict:
 def _billed(rows: list[dict]) -> float:
     """Recount the cost from each row's billed tokens, independently of the pipeline's sums."""
     usage = [row["_meta"]["usage"] for row in rows]
-    return (
-        sum(u["prompt_tokens"] * PRICE_IN + u["completion_tokens"] * PRICE_OUT for u in usage) / 1e6
-    )
+    cost = sum(u["prompt_tokens"] * PRICE_IN + u["completion_tokens"] * PRICE_OUT for u in usage)
+    return float(cost) / 1e6
 
 
 def test_max_cost_stops_at_the_cap_and_a_higher_cap_finishes_paying_nothing_twice(
