@@ -19,22 +19,18 @@ from typing import Any
 
 from pipeline.answers import result_row, unanswered
 from pipeline.cache import ResponseCache
-from pipeline.client import make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
 from pipeline.errors import ConfigError, DataError, FatalAPIError, os_reason
-from pipeline.images import ImageCache
 from pipeline.judge import Judge
 from pipeline.lock import make_run_dir
-from pipeline.metrics import BertScore
-from pipeline.models import APIModel, RandomModel, Responder
+from pipeline.models import APIModel, Responder
 from pipeline.prices import Budget, CostCapReached, Price
 from pipeline.progress import ProgressBoard, RunProgress
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Clock
 from pipeline.records import ResultRow, Sample
-from pipeline.registry import thinking_body
-from pipeline.replicas import make_replicas
+from pipeline.responders import make_judge, make_responder
 from pipeline.results import ResultsFile
 from pipeline.sink import Item, Sink
 from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
@@ -366,58 +362,3 @@ async def run_eval(
         if cache is not None and (note := cache.damage_note()):
             run.on_invalid(note)
         return result
-
-
-async def make_responder(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    cache: ResponseCache | None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
-    clock: Clock | None = None,
-    budget: Budget | None = None,
-) -> Responder:
-    """Return the model `cfg` evaluates: offline, or behind its own connection pool and pace."""
-    if not cfg.spec.remote:
-        return RandomModel(seed=cfg.seed)
-    return await _api_model(cfg, stack, sleep, clock, cache, budget)
-
-
-async def make_judge(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    cache: ResponseCache | None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
-    clock: Clock | None = None,
-    budget: Budget | None = None,
-) -> Judge | None:
-    """Return the judge `cfg` names (one may serve several runs), or None."""
-    if (judge_cfg := cfg.judge_config()) is None:
-        return None
-    model = await _api_model(judge_cfg, stack, sleep, clock, cache, budget)
-    bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
-    if bert is not None:
-        stack.callback(bert.close)
-    return Judge(model, variant=cfg.keyword_prompt, bert=bert)
-
-
-async def _api_model(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    sleep: Callable[[float], Awaitable[None]] | None,
-    clock: Clock | None,
-    cache: ResponseCache | None,
-    budget: Budget | None = None,
-) -> APIModel:
-    """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and replicas."""
-    extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
-    session = await stack.enter_async_context(make_session(cfg.concurrency))
-    return APIModel(
-        cfg,
-        make_replicas(cfg, session, extra_body, clock),
-        cache=cache,
-        images=ImageCache(cfg.cache_dir),
-        sleep=sleep,
-        clock=clock,
-        extra_body=extra_body,
-        budget=budget,
-    )

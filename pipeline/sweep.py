@@ -30,7 +30,8 @@ from pipeline.lock import run_lock
 from pipeline.prices import Budget
 from pipeline.progress import ProgressBoard
 from pipeline.records import FILES
-from pipeline.runner import Run, RunResult, make_judge, make_responder
+from pipeline.responders import make_judge, make_responder
+from pipeline.runner import Run, RunResult
 from pipeline.summary import read_summary
 
 HELP = (
