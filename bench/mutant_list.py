@@ -350,10 +350,35 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "usage-from-counters",
         "pipeline/summary.py",
-        "{**sum((r.usage for r in rows), Usage()).to_json()}",
-        "{**self._usage.to_json()}",
+        "used = sum((r.usage for r in rows), Usage())",
+        "used = sum((r.usage + r.judge_usage for r in rows), Usage())",
         "the model's usage in summary.json includes the judge's calls and tokens",
         (f"{T}summary.py", f"{T}judge.py", f"{T}runner.py"),
+    ),
+    # --- cost ------------------------------------------------------------------------------------
+    Mutant(
+        "cap-ignores-in-flight",
+        "pipeline/prices.py",
+        "self.spent + self.reserved + usd > self.cap",
+        "self.spent + usd > self.cap",
+        "--max-cost lets every request in flight through: the run overshoots the cap",
+        (f"{T}cost.py",),
+    ),
+    Mutant(
+        "cap-forgets-earlier-runs",
+        "pipeline/runner.py",
+        'self.budget.spent = self.state.scorer.running()["cost_usd"]',
+        "self.budget.spent = 0.0",
+        "a rerun with the same --max-cost spends the cap again",
+        (f"{T}cost.py",),
+    ),
+    Mutant(
+        "cache-hit-costs",
+        "pipeline/models.py",
+        "return Outcome(hit, usage=Usage(cache_hits=1, saved_usd=saved))",
+        "return Outcome(hit, usage=Usage(cache_hits=1, cost_usd=saved))",
+        "a cached rerun reports (and caps) money it never paid",
+        (f"{T}cost.py",),
     ),
     # --- extract and judge -----------------------------------------------------------------------
     Mutant(

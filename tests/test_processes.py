@@ -51,7 +51,9 @@ def test_a_second_process_on_a_locked_run_stops_at_once_and_no_row_is_lost(
     tmp_path: Path, data: Path
 ) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
-    with server_process("--latency", "0.25") as server:
+    # 1 s per request, 10 s in all: the first run must outlast the two refused commands, each a
+    # new Python process that may take seconds to start on a loaded machine.
+    with server_process("--latency", "1.0") as server:
         first = start_drvd(*_eval_args(server.url, data, out, cache, "--run-name", "r"))
         lock = out / "r" / ".lock"
         wait_for(lambda: f"pid {first.pid}" in lock.read_text(errors="replace") if lock.exists()
