@@ -78,7 +78,8 @@ def qwen_prompt_tokens(payload: dict[str, Any]) -> int:
             if part.get("type") == "text":
                 tokens += text_pieces(str(part.get("text", "")))
             elif part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url", "")
+                image = part.get("image_url")
+                url = image.get("url", "") if isinstance(image, dict) else ""
                 size = received_size(str(url))
                 tokens += qwen_tokens(*size) if size else 0
     return tokens

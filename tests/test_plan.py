@@ -58,7 +58,9 @@ def test_prompt_tokens_within_15_percent_of_a_server_billing_qwen_image_tokens(
         assert "estimate (quick" in run.stdout  # eval says it before it starts
         billed = server.ledger()
         assert billed["paid"] == 60
-        assert abs(before["prompt_tokens"] - billed["prompt_tokens"]) <= 0.15 * billed["prompt_tokens"]
+        assert (
+            abs(before["prompt_tokens"] - billed["prompt_tokens"]) <= 0.15 * billed["prompt_tokens"]
+        )
         after = plan(*flags)
     assert (after["cached"], after["answered"], after["to_send"]) == (60, 60, 0)
     assert after["prompt_tokens"] == after["completion_tokens"] == 0
@@ -171,12 +173,11 @@ async def test_the_billing_server_counts_the_image_it_receives() -> None:
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     text = {"type": "text", "text": "Which organ?"}
     image = {"type": "image_url", "image_url": {"url": url}}
-    async with running(FakeConfig(bill="qwen28")) as server:
-        async with aiohttp.ClientSession() as session:
-            billed = []
-            for content in ([text], [text, image]):
-                body = {"model": "m", "messages": [{"role": "user", "content": content}]}
-                async with session.post(f"{server.url}/chat/completions", json=body) as resp:
-                    billed.append((await resp.json())["usage"]["prompt_tokens"])
+    async with running(FakeConfig(bill="qwen28")) as server, aiohttp.ClientSession() as session:
+        billed = []
+        for content in ([text], [text, image]):
+            body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+            async with session.post(f"{server.url}/chat/completions", json=body) as resp:
+                billed.append((await resp.json())["usage"]["prompt_tokens"])
     assert billed[1] - billed[0] == 102
     assert billed[0] == 5 + 3 + 3  # one message, the reply's opening, "Which" "organ" "?"
