@@ -104,9 +104,10 @@ def _duration(seconds: float) -> str:
 def _price_line(who: str, price: Price, batch: bool) -> str:
     rate_in, rate_out = _rates(price, batch)
     kind = " (batch)" if batch else ""
+    dated = "given" if price.date == "given" else f"dated {price.date or '-'}"
     return (
         f"price{kind}: {who} ${rate_in:g} in, ${rate_out:g} out per 1M tokens; "
-        f"dated {price.date or '-'}; source {price.source or '-'}"
+        f"{dated}; source {price.source or '-'}"
     )
 
 
