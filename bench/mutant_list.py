@@ -62,8 +62,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "api-key-in-cache-key",
         "pipeline/models.py",
-        "endpoint=first_url(self.cfg.spec.base_url),",
-        'endpoint=first_url(self.cfg.spec.base_url) + (self.cfg.api_key or ""),',
+        "endpoint=first_url(cfg.spec.base_url),",
+        'endpoint=first_url(cfg.spec.base_url) + (cfg.api_key or ""),',
         "rotating the API key empties the cache (everything is paid again) and hashes the secret",
         MODELS,
     ),

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.markup import escape
 
@@ -19,6 +20,8 @@ from pipeline.cache import ResponseCache
 from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
 from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError, os_reason
 from pipeline.lock import run_lock
+from pipeline.plan import estimate
+from pipeline.planview import eval_line, plan_json, plan_lines
 from pipeline.redact import show_url
 from pipeline.registry import MODELS
 from pipeline.render import failure_lines, render
@@ -56,6 +59,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         f"protocol={cfg.protocol} concurrency={cfg.concurrency} judge={judge} → {cfg.run_dir}",
         highlight=False,
     )
+    console.print(escape(eval_line(estimate(cfg, quick=True))), highlight=False, soft_wrap=True)
     try:
         with run_lock(cfg.run_dir, "eval"):
             result = _run(run_eval(cfg, show_progress=not args.quiet))
@@ -200,8 +204,13 @@ def _score(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
-    msg = "plan: not built yet"
-    raise ConfigError(msg)
+    plan = estimate(load_config(vars(args), keys=False))
+    if args.json:
+        print(orjson.dumps(plan_json(plan)).decode())
+        return 0
+    for line in plan_lines(plan):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    return 0
 
 
 def _cache(args: argparse.Namespace, console: Console) -> int:

@@ -153,10 +153,10 @@ def _parse_files(text: str | None) -> tuple[str, ...]:
     return stems
 
 
-def api_key_for(spec: ModelSpec, env: Mapping[str, str]) -> str | None:
+def api_key_for(spec: ModelSpec, env: Mapping[str, str], *, required: bool = True) -> str | None:
     """Return the key for a remote model: DRVD_API_KEY overrides the provider's variable."""
     key = env.get("DRVD_API_KEY") or (env.get(spec.key_env) if spec.key_env else None)
-    if spec.remote and spec.key_env and not key:
+    if required and spec.remote and spec.key_env and not key:
         msg = f"model {spec.alias!r} needs an API key: set {spec.key_env} (or DRVD_API_KEY)"
         raise ConfigError(msg)
     return key or None
@@ -167,6 +167,8 @@ def judge_for(
     base_url: str | None,
     env: Mapping[str, str],
     extra: dict[str, ModelSpec] | None = None,
+    *,
+    required: bool = True,
 ) -> tuple[ModelSpec | None, str | None]:
     """Return the judge's spec and key; by default DeepSeek when its key is set, else none."""
     name = name or ("deepseek" if env.get("DEEPSEEK_API_KEY") else "none")
@@ -177,7 +179,7 @@ def judge_for(
         msg = f"--judge {name!r}: the judge must be an API model (an alias, openai:<id>, or none)"
         raise ConfigError(msg)
     key = env.get("DRVD_JUDGE_API_KEY") or (env.get(spec.key_env) if spec.key_env else None)
-    if spec.key_env and not key:
+    if required and spec.key_env and not key:
         msg = (
             f"judge {name!r} needs an API key: set {spec.key_env} or DRVD_JUDGE_API_KEY, "
             "or pass --judge none"
@@ -222,8 +224,13 @@ def _price(spec: ModelSpec, values: Mapping[str, Any]) -> Price | None:
     return price
 
 
-def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EvalConfig:
-    """Build the run configuration from parsed flags and the environment."""
+def load_config(
+    flags: Mapping[str, Any], env: Mapping[str, str] | None = None, *, keys: bool = True
+) -> EvalConfig:
+    """Build the run configuration from parsed flags and the environment.
+
+    `keys=False` (`plan`, which calls nothing) lets a missing API key pass.
+    """
     env = os.environ if env is None else env
     values = {k.name: _knob_value(k, flags, env) for k in KNOBS}
     extra = load_models_file(values["models_file"]) if values["models_file"] else None
@@ -240,7 +247,9 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     if values["keyword_prompt"] not in PROMPTS:
         msg = f"--keyword-prompt {values['keyword_prompt']!r}: choose from {', '.join(PROMPTS)}"
         raise ConfigError(msg)
-    judge, judge_key = judge_for(values["judge"], values["judge_base_url"], env, extra)
+    judge, judge_key = judge_for(
+        values["judge"], values["judge_base_url"], env, extra, required=keys
+    )
     judge, judge_url_auth = _without_credentials(judge) if judge else (None, ())
     bert_model, bert_layers = _bert(flags, values)
     protocol = flags.get("protocol") or DEFAULT_PROTOCOL
@@ -268,7 +277,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         seed=flags.get("seed") or 0,
         legacy_mime=bool(flags.get("legacy_mime", False)),
         official_quirks=bool(flags.get("official_quirks", False)),
-        api_key=api_key_for(spec, env),
+        api_key=api_key_for(spec, env, required=keys),
         url_auth=url_auth,
         judge=judge,
         judge_key=judge_key,

@@ -221,9 +221,13 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], Kind] | str:
 
 
 def iter_samples(
-    root: Path, stem: str, *, on_error: Callable[[DataError], None]
+    root: Path, stem: str, *, on_error: Callable[[DataError], None], check_images: bool = True
 ) -> Iterator[Sample]:
-    """Yield the rows of `root/<stem>.jsonl` lazily; report each line that is no row to `on_error`."""
+    """Yield the rows of `root/<stem>.jsonl` lazily; report each line that is no row to `on_error`.
+
+    `check_images=False` (a quick count) leaves each image unresolved: `image` is the path the
+    row names under `root`, never looked up.
+    """
     path = root / f"{stem}.jsonl"
     if not path.is_file():
         msg = f"{path} not found; is {root} the DrVD-Bench folder?"
@@ -246,6 +250,9 @@ def iter_samples(
             ).hexdigest()
             key = f"{digest}#{seen[digest]}"
             seen[digest] += 1
+            if not check_images:
+                yield Sample(stem, line_no, key, kind, root / row["image_paths"], row)
+                continue
             found = _check_image(root, row["image_paths"])
             if isinstance(found, str):
                 yield Sample(stem, line_no, key, kind, root / row["image_paths"], row, found)

@@ -73,6 +73,31 @@ class RandomModel:
         return Outcome(Completion(text=self.answer(sample), model=self.name))
 
 
+def response_key(
+    cfg: EvalConfig,
+    extra_body: Mapping[str, Any],
+    request: ChatRequest,
+    image_digest: str | None,
+) -> str:
+    """Return the response-cache key of a request to `cfg.spec` (`plan` probes the cache with it).
+
+    Replicas serve the same model: the key names the first URL of the list, not the one
+    that answered, so adding a replica keeps the cache.
+    """
+    return request_key(
+        model=cfg.spec.model,
+        endpoint=first_url(cfg.spec.base_url),
+        protocol_version=PROTOCOL_VERSION,
+        request=request,
+        image_digest=image_digest,
+        legacy_mime=cfg.legacy_mime,
+        # The encoder's version: a change in what is sent for the same file is a new request.
+        extra={**extra_body, "image_version": IMAGE_VERSION}
+        if request.image is not None
+        else extra_body,
+    )
+
+
 class APIModel:
     """An OpenAI-compatible model behind the response cache, its replicas and retry policy."""
 
@@ -108,23 +133,8 @@ class APIModel:
         return self.replicas.stopped
 
     def cache_key(self, request: ChatRequest, image_digest: str | None) -> str:
-        """Return the response-cache key for this model and request.
-
-        Replicas serve the same model: the key names the first URL of the list, not the one
-        that answered, so adding a replica keeps the cache.
-        """
-        return request_key(
-            model=self.cfg.spec.model,
-            endpoint=first_url(self.cfg.spec.base_url),
-            protocol_version=PROTOCOL_VERSION,
-            request=request,
-            image_digest=image_digest,
-            legacy_mime=self.cfg.legacy_mime,
-            # The encoder's version: a change in what is sent for the same file is a new request.
-            extra={**self.extra_body, "image_version": IMAGE_VERSION}
-            if request.image is not None
-            else self.extra_body,
-        )
+        """Return the response-cache key for this model and request."""
+        return response_key(self.cfg, self.extra_body, request, image_digest)
 
     async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
         """Answer from the cache, else call the API with retries; fatal errors propagate."""

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from fakebilling import BILLING, qwen_prompt_tokens
 from fakereplies import (
     ERROR_200_BODIES,
     PAID_SHAPES,
@@ -179,8 +180,14 @@ class FakeConfig:
     # (content "", or the unclosed <think> when inline) and completion_tokens = its max. 0: with a
     # reasoning style, short thoughts and no truncation; with "none", plain answers.
     think_tokens: int = 0
+    # usage.prompt_tokens: "flat" (text/4 + 85) or "qwen28", as DashScope bills Qwen2.5-VL: the
+    # images received, decoded and counted by the 28-px rule, plus text pieces (fakebilling.py)
+    bill: str = "flat"
 
     def __post_init__(self) -> None:
+        if self.bill not in BILLING:
+            msg = f"bill must be one of {', '.join(BILLING)}, not {self.bill!r}"
+            raise ValueError(msg)
         if self.reasoning not in REASONING_STYLES:
             msg = f"reasoning must be one of {', '.join(REASONING_STYLES)}, not {self.reasoning!r}"
             raise ValueError(msg)
@@ -206,6 +213,7 @@ class LedgerEntry:
     # The reply shape of a completion sent: the outcome, or for "ok"/"blank_json" under a reasoning
     # mode the shape it produced ("reasoning", "think_inline", "length_empty", "think_unclosed"…).
     shape: str = ""
+    prompt_tokens: int = 0  # what usage.prompt_tokens billed (0: no completion sent)
 
     @property
     def paid(self) -> bool:
@@ -257,6 +265,7 @@ class Ledger:
             "paid": self.paid,
             "duplicates": self.duplicates(),
             "max_in_flight": self.max_in_flight,
+            "prompt_tokens": sum(e.prompt_tokens for e in self.entries if e.paid),
             "in_flight": self.in_flight,
             "outcomes": outcomes,
             "shapes": shapes,
@@ -529,7 +538,10 @@ class FakeServer:
         if outcome in ("ok", "blank_json", "empty_choices", *PAID_SHAPES):
             reply = self._reply(outcome, payload)
             entry.shape = "empty_choices" if outcome == "empty_choices" else reply.shape
-            body = self._completion(payload, reply, empty=outcome == "empty_choices")
+            entry.prompt_tokens = self._billed(payload)
+            body = self._completion(
+                payload, reply, prompt_tokens=entry.prompt_tokens, empty=outcome == "empty_choices"
+            )
             if outcome != "blank_json":
                 return web.Response(body=body, content_type="application/json", headers=headers)
             return await _blank_then(request, body, headers)
@@ -575,12 +587,20 @@ class FakeServer:
             return shape_reply(outcome, answer, wrong, budget(payload), cfg.think_tokens)
         return mode_reply(cfg.reasoning, cfg.think_tokens, answer, wrong, budget(payload))
 
-    def _completion(self, payload: dict[str, Any], reply: Reply, *, empty: bool) -> bytes:
+    def _billed(self, payload: dict[str, Any]) -> int:
+        """Return the prompt tokens this request bills (`FakeConfig.bill`)."""
+        if self.config.bill == "qwen28":
+            return qwen_prompt_tokens(payload)
         system, text, _ = _split_messages(payload)
+        return (len(system) + len(text)) // 4 + 85  # a flat image cost, like 4o "low"
+
+    def _completion(
+        self, payload: dict[str, Any], reply: Reply, *, prompt_tokens: int, empty: bool
+    ) -> bytes:
         body = reply.body(
             ident=f"chatcmpl-{len(self.ledger.entries)}",
             model=self.config.served_model or payload.get("model") or "fake-model",
-            prompt_tokens=(len(system) + len(text)) // 4 + 85,  # a flat image cost, like 4o "low"
+            prompt_tokens=prompt_tokens,
             empty=empty,
         )
         return orjson.dumps(body)
@@ -749,6 +769,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="thought tokens before every answer; max_tokens below thoughts+answer cuts the reply",
     )
+    p.add_argument(
+        "--bill",
+        choices=BILLING,
+        default="flat",
+        help="usage.prompt_tokens: flat (text/4 + 85) or qwen28 (DashScope's Qwen2.5-VL rule on "
+        "the decoded images, plus text pieces)",
+    )
     return p.parse_args(argv)
 
 
@@ -784,6 +811,7 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         default_outcome=args.default_outcome,
         reasoning=args.reasoning,
         think_tokens=args.think_tokens,
+        bill=args.bill,
     )
 
 
