@@ -208,6 +208,8 @@ def _judge_line(plan: Plan) -> str:
 def eval_line(plan: Plan) -> str:
     """Return the estimate `eval` prints before it starts, in one line."""
     quick = " (quick: cache not probed, tokens from a sample of rows)" if plan.quick else ""
+    if not plan.cfg.spec.remote:
+        return f"estimate: {plan.total('rows'):,} rows, offline model: no API call, no cost"
     return (
         f"estimate{quick}: {plan.total('rows'):,} rows, {plan.cached:,} done, "
         f"{plan.total('send'):,} to send: {_count(plan.total('prompt_tokens'))} prompt + "
