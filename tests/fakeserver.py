@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from fakebatch import BatchAPI, BatchConfig
 from fakereplies import (
     ERROR_200_BODIES,
     PAID_SHAPES,
@@ -179,6 +180,7 @@ class FakeConfig:
     # (content "", or the unclosed <think> when inline) and completion_tokens = its max. 0: with a
     # reasoning style, short thoughts and no truncation; with "none", plain answers.
     think_tokens: int = 0
+    batch: BatchConfig = field(default_factory=BatchConfig)  # the Batch API's (fakebatch.py)
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_STYLES:
@@ -220,6 +222,7 @@ class Ledger:
     entries: list[LedgerEntry] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    batches: int = 0  # batches created through the Batch API
 
     @property
     def paid(self) -> int:
@@ -258,6 +261,7 @@ class Ledger:
             "duplicates": self.duplicates(),
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
+            "batches": self.batches,
             "outcomes": outcomes,
             "shapes": shapes,
             "auth": auth,
@@ -394,6 +398,7 @@ class FakeServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/_ledger", self._ledger)
+        BatchAPI(self).add_routes(app)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -749,6 +754,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="thought tokens before every answer; max_tokens below thoughts+answer cuts the reply",
     )
+    p.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends")
+    p.add_argument(
+        "--batch-fail-rate", type=float, default=0.0, help="share of batch lines failing once"
+    )
+    p.add_argument(
+        "--batch-expire", type=int, default=0, help="the first N batches expire half-answered"
+    )
+    p.add_argument(
+        "--batch-max-bytes", type=int, default=200_000_000, help="largest upload (else 413)"
+    )
     return p.parse_args(argv)
 
 
@@ -784,6 +799,12 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         default_outcome=args.default_outcome,
         reasoning=args.reasoning,
         think_tokens=args.think_tokens,
+        batch=BatchConfig(
+            delay=args.batch_delay,
+            fail_rate=args.batch_fail_rate,
+            expire=args.batch_expire,
+            max_file_bytes=args.batch_max_bytes,
+        ),
     )
 
 
