@@ -91,6 +91,9 @@ def _ended(result: RunResult | None, error: Exception | None = None, who: str = 
         return code
     if result is None:
         return EXIT_INTERRUPTED  # its partial summary is written
+    if result.exit_code == EXIT_COST:  # not an error: the cap the user set did its job
+        print(f"{who}stopped: {result.fatal}", file=sys.stderr)
+        return EXIT_COST
     if result.fatal:  # one line: what stopped the run (the summary has the rest)
         print(f"error: {who}stopped: {result.fatal}", file=sys.stderr)
     for line in [] if result.fatal else failure_lines(result.summary):

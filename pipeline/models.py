@@ -22,6 +22,7 @@ from pipeline.config import EvalConfig
 from pipeline.errors import APIError, FatalAPIError, RowError, os_reason
 from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.lock import RequestClaims
+from pipeline.prices import Budget, request_cost
 from pipeline.prompts import PROTOCOL_VERSION
 from pipeline.ratelimit import Clock, LoopClock, request_tokens
 from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
@@ -85,6 +86,7 @@ class APIModel:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         clock: Clock | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.name = cfg.spec.model
         self.cfg = cfg
@@ -94,6 +96,7 @@ class APIModel:
         self.images = images
         self.clock: Clock = clock or LoopClock()
         self.extra_body = dict(extra_body or {})  # must match the client's: it is in the key
+        self.budget = budget  # the run's cost cap (shared with its judge); None: no cap
         self._in_flight: dict[str, asyncio.Future[None]] = {}  # cache key → done signal
         self._retry_kwargs = retrying(
             max_attempts=cfg.max_retries + 1, max_seconds=cfg.row_deadline, sleep=sleep
@@ -163,8 +166,21 @@ class APIModel:
 
     def _cached(self, key: str) -> Outcome | None:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return Outcome(hit, usage=Usage(cache_hits=1))
+            saved = self._cost(hit)  # what the hit would have cost, at today's price
+            return Outcome(hit, usage=Usage(cache_hits=1, saved_usd=saved))
         return None
+
+    def _cost(self, completion: Completion) -> float:
+        """Return what a completion's billed tokens cost (0 when the model has no price)."""
+        price = self.cfg.price
+        return price.cost(completion.prompt_tokens, completion.completion_tokens) if price else 0.0
+
+    def _reserve(self, request: ChatRequest) -> float:
+        """Reserve the request's cost bound in the budget; `CostCapReached` past the cap."""
+        if self.budget is None or self.cfg.price is None:
+            return 0.0
+        spec = self.cfg.spec
+        return self.budget.reserve(request_cost(self.cfg.price, request, spec.model, spec.provider))
 
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         image_url = None
@@ -181,13 +197,18 @@ class APIModel:
             max_tokens=request.max_tokens,
         )
         sent = [0]  # attempts that reached the client
+        reserved, paid = self._reserve(request), 0.0  # raises past the cost cap: nothing sent
         try:
             completion = await self._call(request, image_url, tokens, sent)
+            paid = self._cost(completion)
         except FatalAPIError as exc:
             self.replicas.stopped = self.replicas.stopped or exc
             raise
         except APIError as exc:
             return Outcome(None, exc, Usage(api_calls=sent[0], retries=max(sent[0] - 1, 0)))
+        finally:
+            if self.budget is not None:
+                self.budget.settle(reserved, paid)
         unsaved = None
         if self.cache is not None and completion.keep:
             try:
@@ -200,6 +221,7 @@ class APIModel:
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             reasoning_tokens=completion.reasoning_tokens,
+            cost_usd=paid,
         )
         return Outcome(completion, usage=usage, unsaved=unsaved)
 

@@ -91,7 +91,9 @@ class RunProgress:
             f"{self.done}/{self.total} rows  {rate:.1f}/s  eta {eta}  acc {acc_text}  "
             f"cache {stats.get('cache_hits', 0)}  retries {stats.get('retries', 0)}  "
             f"tokens {stats.get('prompt_tokens', 0) + stats.get('completion_tokens', 0)}"
-        ) + (f"  {self.status()}" if self.status is not None else "")
+            + (f"  ${cost:.4f}" if (cost := stats.get("cost_usd")) else "")
+            + (f"  {self.status()}" if self.status is not None else "")
+        )
 
     def refresh(self) -> None:
         """Show the line again with no new row (the responder's state changed)."""

@@ -216,8 +216,17 @@ def _usage_line(usage: Mapping[str, Any]) -> str:
     return (
         f"usage: {n('api_calls')} API calls, {n('retries')} retries, {n('cache_hits')} cache hits, "
         f"{n('failed_rows')} failed rows, {n('prompt_tokens')} prompt + "
-        f"{n('completion_tokens')} completion tokens"
+        f"{n('completion_tokens')} completion tokens" + _cost_text(usage)
     )
+
+
+def _cost_text(usage: Mapping[str, Any]) -> str:
+    """Return ", cost $X (judge $Y), cache saved $Z" for what the rows cost ("" when nothing)."""
+    cost, saved = usage.get("cost_usd") or 0.0, usage.get("saved_usd") or 0.0
+    judge = (usage.get("judge") or {}).get("cost_usd") or 0.0
+    text = f", cost ${cost:.4f}" if cost else ""
+    text += f" (judge ${judge:.4f})" if judge else ""
+    return text + (f", cache saved ${saved:.4f}" if saved else "")
 
 
 def failure_lines(summary: dict[str, Any]) -> list[str]:

@@ -14,27 +14,24 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.answers import result_row, unanswered
-from pipeline.batcher import BatchModel, batch_model
+from pipeline.batcher import BatchModel
 from pipeline.cache import ResponseCache
-from pipeline.client import make_session
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
 from pipeline.errors import ConfigError, DataError, FatalAPIError, os_reason
-from pipeline.images import ImageCache
 from pipeline.judge import Judge
 from pipeline.lock import make_run_dir
-from pipeline.metrics import BertScore
-from pipeline.models import APIModel, RandomModel, Responder
+from pipeline.models import APIModel, Responder
+from pipeline.prices import Budget, CostCapReached, Price
 from pipeline.progress import ProgressBoard, RunProgress
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Clock
 from pipeline.records import ResultRow, Sample
-from pipeline.registry import thinking_body
-from pipeline.replicas import make_replicas
+from pipeline.responders import make_judge, make_responder
 from pipeline.results import ResultsFile
 from pipeline.sink import Item, Sink
 from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
@@ -58,6 +55,7 @@ class RunState:
     done: set[tuple[str, str]] = field(default_factory=set)  # (file, key) answered
     invalid: list[str] = field(default_factory=list)  # `FILE:LINE: message` of lines not rows
     fatal: str | None = None
+    capped: str | None = None  # the cost cap stopped the run: why (exit 4)
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
     cut: int = 0  # consecutive rows whose reply was truncated or empty
     warned: bool = False
@@ -84,8 +82,10 @@ class Run:
         show_progress: bool = True,
         on_invalid: Callable[[str], None] | None = None,
         board: ProgressBoard | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.cfg = cfg
+        self.budget = budget  # the cost cap its responder and judge reserve in
         self.responder = responder
         self.judge = judge
         self.state = RunState(scorer=Scorer(official_quirks=cfg.official_quirks))
@@ -144,7 +144,7 @@ class Run:
     ) -> None:
         for stem in self.stems:
             for sample in self._samples(stem):
-                if self.state.fatal:
+                if self.state.fatal or self.state.capped:
                     break
                 if (stem, sample.key) in self.state.done:
                     continue
@@ -163,13 +163,16 @@ class Run:
     ) -> None:
         while (item := await queue.get()) is not _DONE:
             stem, sample = item
-            if self.state.fatal:
+            if self.state.fatal or self.state.capped:
                 continue  # drain without answering: the run is stopping
             request = build_request(sample, self.cfg.protocol, max_tokens=self.cfg.spec.max_tokens)
             try:
                 outcome = await self.responder.respond(sample, request)
             except FatalAPIError as exc:
                 self.state.fatal = self.state.fatal or str(exc)
+                continue
+            except CostCapReached as exc:
+                self.state.capped = self.state.capped or str(exc)
                 continue
             if outcome.unsaved is not None:  # paid, and in no cache: the sink must keep it
                 self.sink.unsaved.add((stem, sample.key))
@@ -180,6 +183,9 @@ class Run:
                     row = await self.judge.grade(row)
                 except FatalAPIError as exc:
                     self.state.fatal = self.state.fatal or f"judge: {exc}"
+                    continue
+                except CostCapReached as exc:  # the answer is cached: a rerun pays the judge only
+                    self.state.capped = self.state.capped or f"judge: {exc}"
                     continue
             await sink.put((stem, row))
         await sink.put(_DONE)
@@ -221,6 +227,14 @@ class Run:
                 "to save calls"
             )
 
+    def _capped_note(self, summary: dict[str, Any]) -> str:
+        """Say how much the run spent when the cap stopped it, and how to go on."""
+        spent, rows = summary["usage"]["cost_usd"], self.state.scorer.running()["rows"]
+        return (
+            f"{self.state.capped}; the run has spent ${spent:.4f} over {rows} answered rows; "
+            "rerun with a higher --max-cost to go on (it pays only for the rows left)"
+        )
+
     def summary(self) -> dict[str, Any]:
         """Return the summary of everything recorded so far."""
         return self.state.scorer.summary(model=self.cfg.spec.alias, extra={"run": self.run_info()})
@@ -244,7 +258,9 @@ class Run:
             "endpoint": self.cfg.spec.base_url,
             "deviations": self.cfg.deviations,
             "invalid_rows": self.state.invalid,
-            "stopped": self.state.fatal,
+            "stopped": self.state.fatal or self.state.capped,
+            "price": _price_info(self.cfg.price),
+            "max_cost_usd": self.cfg.max_cost,
             "judge": judge,
             "endpoints": _endpoints(self.responder),
         }
@@ -256,6 +272,8 @@ class Run:
         if bert is not None and "report_generation" in self.stems:
             await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
         self._load_finished()
+        if self.budget is not None:  # the cap covers the run's earlier invocations too
+            self.budget.spent = self.state.scorer.running()["cost_usd"]
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
         )
@@ -299,7 +317,7 @@ class Run:
                 write_summary(self.cfg.run_dir, summary)
             except OSError as exc:
                 self.sink.fail(f"{self.cfg.run_dir / SUMMARY_NAME}: {os_reason(exc)}")
-        if not self.state.fatal:
+        if not (self.state.fatal or self.state.capped):
             for output in self.outputs.values():
                 try:
                     output.finalize()
@@ -311,8 +329,15 @@ class Run:
             return RunResult(summary, EXIT_WRITE, self.sink.report(saved))
         if self.state.fatal:
             return RunResult(summary, EXIT_FATAL, self.state.fatal)
+        if self.state.capped:
+            return RunResult(summary, EXIT_COST, self._capped_note(summary))
         failed = summary["usage"]["failed_rows"] + len(self.state.invalid)
         return RunResult(summary, EXIT_FAILED_ROWS if failed else EXIT_OK)
+
+
+def _price_info(price: Price | None) -> dict[str, Any] | None:
+    """Return the price the run's costs are computed at (USD per 1M tokens), or None."""
+    return None if price is None else {f.name: getattr(price, f.name) for f in fields(price)}
 
 
 def _endpoints(model: object) -> list[dict[str, Any]]:
@@ -337,65 +362,11 @@ async def run_eval(
     """
     async with AsyncExitStack() as stack:
         cache = ResponseCache(cfg.cache_dir) if cfg.use_cache else None  # the judge's too
-        responder = await make_responder(cfg, stack, cache, sleep, clock)
-        judge = await make_judge(cfg, stack, cache, sleep, clock)
-        run = Run(cfg, responder, judge=judge, show_progress=show_progress)
+        budget = Budget(cfg.max_cost)  # the model's and the judge's calls reserve in it
+        responder = await make_responder(cfg, stack, cache, sleep, clock, budget)
+        judge = await make_judge(cfg, stack, cache, sleep, clock, budget)
+        run = Run(cfg, responder, judge=judge, show_progress=show_progress, budget=budget)
         result = await run.execute()
         if cache is not None and (note := cache.damage_note()):
             run.on_invalid(note)
         return result
-
-
-async def make_responder(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    cache: ResponseCache | None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
-    clock: Clock | None = None,
-) -> Responder:
-    """Return the model `cfg` evaluates: offline, or behind its own connection pool and pace."""
-    if not cfg.spec.remote:
-        if cfg.batch:
-            msg = f"--batch needs an API model; {cfg.spec.alias!r} answers offline"
-            raise ConfigError(msg)
-        return RandomModel(seed=cfg.seed)
-    model = await _api_model(cfg, stack, sleep, clock, cache)
-    return await batch_model(cfg, stack, model, sleep=sleep) if cfg.batch else model
-
-
-async def make_judge(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    cache: ResponseCache | None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
-    clock: Clock | None = None,
-) -> Judge | None:
-    """Return the judge `cfg` names (one may serve several runs), or None."""
-    if (judge_cfg := cfg.judge_config()) is None:
-        return None
-    model = await _api_model(judge_cfg, stack, sleep, clock, cache)
-    bert = BertScore(cfg.bert_model, cfg.bert_layers) if cfg.bert_model else None
-    if bert is not None:
-        stack.callback(bert.close)
-    return Judge(model, variant=cfg.keyword_prompt, bert=bert)
-
-
-async def _api_model(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    sleep: Callable[[float], Awaitable[None]] | None,
-    clock: Clock | None,
-    cache: ResponseCache | None,
-) -> APIModel:
-    """Return `cfg.spec` behind its own connection pool (closed with `stack`), cache and replicas."""
-    extra_body = thinking_body(cfg.spec)  # in the cache key: another setting, another answer
-    session = await stack.enter_async_context(make_session(cfg.concurrency))
-    return APIModel(
-        cfg,
-        make_replicas(cfg, session, extra_body, clock),
-        cache=cache,
-        images=ImageCache(cfg.cache_dir),
-        sleep=sleep,
-        clock=clock,
-        extra_body=extra_body,
-    )

@@ -27,9 +27,11 @@ from pipeline.cache import ResponseCache, write_atomic
 from pipeline.config import EvalConfig, load_config
 from pipeline.errors import ConfigError, WriteError, os_reason
 from pipeline.lock import run_lock
+from pipeline.prices import Budget
 from pipeline.progress import ProgressBoard
 from pipeline.records import FILES
-from pipeline.runner import Run, RunResult, make_judge, make_responder
+from pipeline.responders import make_judge, make_responder
+from pipeline.runner import Run, RunResult
 from pipeline.summary import read_summary
 
 HELP = (
@@ -124,17 +126,20 @@ class Sweep:
             board = ProgressBoard() if self.show_progress else None
             if board is not None:
                 stack.callback(board.close)
-            runs = [
-                Run(
-                    cfg,
-                    await make_responder(cfg, stack, cache),
-                    judge=judge,
-                    show_progress=self.show_progress,
-                    on_invalid=_said_by(cfg.spec.alias),
-                    board=board,
+            runs = []
+            for cfg in self.cfgs:  # each run has its own cap; the shared judge has none
+                budget = Budget(cfg.max_cost)
+                runs.append(
+                    Run(
+                        cfg,
+                        await make_responder(cfg, stack, cache, budget=budget),
+                        judge=judge,
+                        show_progress=self.show_progress,
+                        on_invalid=_said_by(cfg.spec.alias),
+                        board=board,
+                        budget=budget,
+                    )
                 )
-                for cfg in self.cfgs
-            ]
             bert = judge.bert if judge is not None else None
             if bert is not None and any("report_generation" in run.stems for run in runs):
                 await asyncio.to_thread(bert.load)  # once, before the runs all ask for it
