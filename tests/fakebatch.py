@@ -171,6 +171,7 @@ class BatchAPI:
         batch.counts["total"] = len(lines)
         self.batches[batch.id] = batch
         self.server.ledger.batches += 1
+        self.server.ledger.batch_lines += len(lines)
         return web.json_response(batch.json())
 
     async def _get(self, request: web.Request) -> web.Response:

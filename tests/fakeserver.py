@@ -223,6 +223,7 @@ class Ledger:
     in_flight: int = 0
     max_in_flight: int = 0
     batches: int = 0  # batches created through the Batch API
+    batch_lines: int = 0  # the lines of those batches
 
     @property
     def paid(self) -> int:
@@ -262,6 +263,7 @@ class Ledger:
             "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight,
             "batches": self.batches,
+            "batch_lines": self.batch_lines,
             "outcomes": outcomes,
             "shapes": shapes,
             "auth": auth,
