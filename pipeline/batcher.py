@@ -23,8 +23,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +39,7 @@ from pipeline.batchfiles import (
     max_bytes,
     save_records,
 )
-from pipeline.client import build_payload, make_session
+from pipeline.client import build_payload
 from pipeline.config import EvalConfig
 from pipeline.errors import (
     APIError,
@@ -53,7 +52,6 @@ from pipeline.images import file_digest
 from pipeline.models import APIModel
 from pipeline.prices import Budget, request_cost
 from pipeline.records import ChatRequest, Completion, Outcome, Sample, Usage
-from pipeline.registry import first_url
 
 _IDLE = 2.0  # seconds without a new line before the open file is submitted
 
@@ -396,30 +394,3 @@ class BatchModel:
 
 def _opt(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-async def batch_model(
-    cfg: EvalConfig,
-    stack: AsyncExitStack,
-    online: APIModel,
-    *,
-    budget: Budget | None = None,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
-    note: Callable[[str], None] | None = None,
-) -> BatchModel:
-    """Return the batch responder of `cfg` (closed with `stack`), pending batches collected."""
-    session = await stack.enter_async_context(make_session(4))
-    client = BatchClient(
-        session,
-        base_url=first_url(cfg.spec.base_url),
-        api_key=cfg.api_key or "",
-        url_auth=cfg.url_auth[0] if cfg.url_auth else None,
-        provider=cfg.spec.provider,
-        timeout=cfg.timeout,
-        max_attempts=cfg.max_retries + 1,
-        sleep=sleep,
-    )
-    model = BatchModel(cfg, client, online, budget=budget, note=note)
-    model.start()
-    stack.push_async_callback(model.close)
-    return model

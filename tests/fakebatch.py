@@ -14,7 +14,8 @@ recorded in the ledger under the path `/v1/batches/{id}` (so `duplicates()` and 
 lines as they count chat requests). Output and error lines come back shuffled. `BatchConfig` sets
 the delay, the share of lines that fail on their first sight (chosen by a hash of the custom_id:
 half as `response.status_code` 500, half as a line `error` {code, message}), batches that end
-`expired` with half their lines unanswered, and the largest upload (413 above it). A user-text
+`expired` with half their lines unanswered, the largest upload (413 above it), and creates
+whose answer is lost (a 500 after the batch was made). A user-text
 marker of `FakeConfig.content_faults` naming an error outcome (e.g. 400_inspection) fails its
 line with that error every time.
 """
@@ -46,6 +47,7 @@ class BatchConfig:
     fail_rate: float = 0.0  # share of custom_ids whose line fails the first time it is seen
     expire: int = 0  # the first N batches end `expired`, only their first half answered
     max_file_bytes: int = 200_000_000  # a larger upload gets 413
+    lose_creates: int = 0  # the first N creates make the batch, then answer 500 (answer lost)
 
 
 @dataclass
@@ -172,6 +174,9 @@ class BatchAPI:
         self.batches[batch.id] = batch
         self.server.ledger.batches += 1
         self.server.ledger.batch_lines += len(lines)
+        if self.config.lose_creates > 0:
+            self.config.lose_creates -= 1
+            return _error(500, "server_error", "The server had an error; the batch was made.")
         return web.json_response(batch.json())
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -269,7 +274,7 @@ class BatchAPI:
     ) -> tuple[dict[str, Any], bool]:
         """Answer one line as the chat route would; return (output line, failed)."""
         server, cid = self.server, str(line["custom_id"])
-        body = line.get("body") if isinstance(line.get("body"), dict) else {}
+        body: dict[str, Any] = line["body"] if isinstance(line.get("body"), dict) else {}
         entry = server._record(request, body)
         entry.path = f"/v1/batches/{batch.id}"
         fault = _content_fault(server, entry.user_text)

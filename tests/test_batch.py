@@ -121,6 +121,18 @@ async def test_a_line_refused_for_its_content_fails_its_row_and_is_not_sent_agai
     assert all("moderation" in row["error"] for row in failed)
 
 
+async def test_a_create_whose_answer_was_lost_is_adopted_not_made_again(
+    tmp_path: Path, data: Path
+) -> None:
+    fake = FakeConfig(batch=BatchConfig(delay=0.05, lose_creates=1))
+    async with running(fake) as server:
+        cfg = config(data, tmp_path / "out", server.url, batch=True)
+        result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
+        assert result.exit_code == EXIT_OK, result.fatal
+        assert server.ledger.batches == 1  # found by its input file id (the list route)
+        assert server.ledger.paid == ROWS
+
+
 def _share(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 16**8
 
