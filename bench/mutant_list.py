@@ -273,8 +273,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "secret-not-scrubbed",
         "pipeline/client.py",
-        '        self._redact = Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)\n',
-        "        self._redact = Redactor()\n",
+        '    return headers, Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)\n',
+        "    return headers, Redactor()\n",
         "a gateway that echoes the key puts it in error messages, results files and logs",
         (f"{T}client.py", f"{T}runner.py", f"{T}cli.py"),
     ),

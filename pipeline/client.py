@@ -72,6 +72,19 @@ def build_payload(
     return payload
 
 
+def auth_headers(api_key: str, url_auth: str | None) -> tuple[dict[str, str], Redactor]:
+    """Return the credential headers of a request, and the redactor that masks those secrets."""
+    headers: dict[str, str] = {}
+    basic = basic_token(url_auth) if url_auth else None
+    # Self-hosted servers often need no key; sending "Bearer " would be malformed.
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    if basic:
+        headers["Proxy-Authorization" if api_key else "Authorization"] = basic
+    password = url_auth.partition(":")[2] if url_auth else None
+    return headers, Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)
+
+
 def make_session(
     concurrency: int, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
@@ -113,15 +126,8 @@ class OpenAIClient:
         self._session = session
         self._url = f"{self.base_url}/chat/completions"
         self._extra_body = dict(extra_body or {})
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        basic = basic_token(url_auth) if url_auth else None
-        # Self-hosted servers often need no key; sending "Bearer " would be malformed.
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        if basic:
-            self._headers["Proxy-Authorization" if api_key else "Authorization"] = basic
-        password = url_auth.partition(":")[2] if url_auth else None
-        self._redact = Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)
+        self._headers, self._redact = auth_headers(api_key, url_auth)
+        self._headers.update({"Content-Type": "application/json", "Accept": "application/json"})
 
     def __repr__(self) -> str:
         return (
@@ -181,60 +187,59 @@ class OpenAIClient:
         if status >= 400:
             raise classify(self.provider, status, raw, headers)
         request_id = headers.get("x-request-id")
-        return self._parse(raw, status, headers, request_id, where)
+        return parse_completion(self.provider, raw, status, headers, request_id, where)
 
-    def _parse(
-        self,
-        raw: bytes,
-        status: int,
-        headers: Mapping[str, str],
-        request_id: str | None,
-        where: str,
-    ) -> Completion:
-        """Turn a 2xx body into a `Completion`; an unusable body is retryable."""
-        # DeepSeek's queue sends blank lines before the JSON; only blank lines means it gave up.
-        text = raw.strip()
-        if not text:
-            msg = f"{where}: HTTP {status} with an empty body (queue gave up?)."
-            raise RetryableError(msg, status=status, request_id=request_id)
-        try:
-            body = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            snippet = text[:120].decode("utf-8", "replace")
-            msg = f"{where}: HTTP {status} body is not JSON: {snippet!r}"
-            raise RetryableError(msg, status=status, request_id=request_id) from exc
-        if not isinstance(body, dict):
-            msg = f"{where}: HTTP {status} body is not a JSON object."
-            raise RetryableError(msg, status=status, request_id=request_id)
-        request_id = request_id or _opt_str(body.get("id"))
-        if ("error" in body or body.get("object") == "error") and not body.get("choices"):
-            # Some gateways wrap a provider error in a 200 (vLLM: the fields at the top level,
-            # with the real status as `code`); classify it like any other error.
-            code = body.get("code")
-            real = code if isinstance(code, int) and 400 <= code < 600 else status
-            raise classify(self.provider, real, body, headers)
-        choices = body.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            msg = f"{where}: HTTP {status} answer has no choices."
-            raise RetryableError(msg, status=status, request_id=request_id)
-        usage = body.get("usage")
-        if not isinstance(usage, dict):
-            usage = {}
-        details = usage.get("completion_tokens_details")
-        message = choices[0].get("message")
-        answer, reasoning = read_message(message if isinstance(message, dict) else {})
-        return Completion(
-            text=answer,
-            model=_opt_str(body.get("model")),
-            request_id=request_id,
-            prompt_tokens=_int(usage.get("prompt_tokens")),
-            completion_tokens=_int(usage.get("completion_tokens")),
-            reasoning=reasoning,
-            finish_reason=_opt_str(choices[0].get("finish_reason")),
-            reasoning_tokens=_int(
-                details.get("reasoning_tokens") if isinstance(details, dict) else 0
-            ),
-        )
+
+def parse_completion(
+    provider: str,
+    raw: bytes,
+    status: int,
+    headers: Mapping[str, str],
+    request_id: str | None,
+    where: str,
+) -> Completion:
+    """Turn a 2xx body into a `Completion`; an unusable body is retryable."""
+    # DeepSeek's queue sends blank lines before the JSON; only blank lines means it gave up.
+    text = raw.strip()
+    if not text:
+        msg = f"{where}: HTTP {status} with an empty body (queue gave up?)."
+        raise RetryableError(msg, status=status, request_id=request_id)
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        snippet = text[:120].decode("utf-8", "replace")
+        msg = f"{where}: HTTP {status} body is not JSON: {snippet!r}"
+        raise RetryableError(msg, status=status, request_id=request_id) from exc
+    if not isinstance(body, dict):
+        msg = f"{where}: HTTP {status} body is not a JSON object."
+        raise RetryableError(msg, status=status, request_id=request_id)
+    request_id = request_id or _opt_str(body.get("id"))
+    if ("error" in body or body.get("object") == "error") and not body.get("choices"):
+        # Some gateways wrap a provider error in a 200 (vLLM: the fields at the top level,
+        # with the real status as `code`); classify it like any other error.
+        code = body.get("code")
+        real = code if isinstance(code, int) and 400 <= code < 600 else status
+        raise classify(provider, real, body, headers)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        msg = f"{where}: HTTP {status} answer has no choices."
+        raise RetryableError(msg, status=status, request_id=request_id)
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
+    details = usage.get("completion_tokens_details")
+    message = choices[0].get("message")
+    answer, reasoning = read_message(message if isinstance(message, dict) else {})
+    return Completion(
+        text=answer,
+        model=_opt_str(body.get("model")),
+        request_id=request_id,
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        reasoning=reasoning,
+        finish_reason=_opt_str(choices[0].get("finish_reason")),
+        reasoning_tokens=_int(details.get("reasoning_tokens") if isinstance(details, dict) else 0),
+    )
 
 
 def _redirected(where: str, status: int, url: str, location: str | None) -> FatalAPIError:

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.knobs import (
+    DEFAULT_BATCH_POLL,
     DEFAULT_CACHE_DIR,
     DEFAULT_FAIL_STREAK,
     DEFAULT_HOLD_SECONDS,
@@ -79,6 +80,7 @@ class EvalConfig:
     batch: bool = False  # send through the provider's Batch API
     batch_max_mb: float | None = None  # None: the provider's limit
     batch_retry: str = "batch"  # failed batch lines: "batch" (a new batch) or "online"
+    batch_poll: float = DEFAULT_BATCH_POLL  # seconds between looks at a pending batch
 
     @property
     def run_dir(self) -> Path:
@@ -290,6 +292,7 @@ def load_config(
         batch=bool(flags.get("batch", False)),
         batch_max_mb=values["batch_max_mb"],
         batch_retry=flags.get("batch_retry") or "batch",
+        batch_poll=values["batch_poll"],
     )
     judged = cfg.judge.concurrency if cfg.judge else 0
     if problem := pace_problem(cfg.concurrency, judged, cfg.tpm, spec.max_tokens):

@@ -20,6 +20,7 @@ DEFAULT_CACHE_DIR = Path("cache")
 DEFAULT_MAX_RETRIES = 6  # retries after the first attempt
 DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
 DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
+DEFAULT_BATCH_POLL = 15.0  # seconds between looks at a pending batch
 DEFAULT_HOLD_SECONDS = 120.0  # a full disk: how long paid answers no file holds wait for space
 
 
@@ -140,6 +141,13 @@ KNOBS = (
         _positive_float,
         "--batch: largest input file to upload, in MB (base64 images make them large)",
         shown="the provider's: 200 OpenAI, 100 others",
+    ),
+    Knob(
+        "batch_poll",
+        "DRVD_BATCH_POLL",
+        _positive_float,
+        "--batch: seconds between looks at a pending batch",
+        DEFAULT_BATCH_POLL,
     ),
     Knob("models_file", "DRVD_MODELS_FILE", Path, "TOML file of extra model aliases", shown="none"),
     Knob("cache_dir", "DRVD_CACHE_DIR", Path, "response cache directory", DEFAULT_CACHE_DIR),

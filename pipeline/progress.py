@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -59,8 +60,10 @@ class RunProgress:
         enabled: bool = True,
         board: ProgressBoard | None = None,
         label: str = "eval",
+        status: Callable[[], str] | None = None,
     ) -> None:
         self.total = total
+        self.status = status  # a responder's own state (batches), shown at the end of the line
         self.done = 0
         self.stream = board.stream if board is not None else stream or sys.stderr
         self.enabled = enabled
@@ -89,7 +92,12 @@ class RunProgress:
             f"cache {stats.get('cache_hits', 0)}  retries {stats.get('retries', 0)}  "
             f"tokens {stats.get('prompt_tokens', 0) + stats.get('completion_tokens', 0)}"
             + (f"  ${cost:.4f}" if (cost := stats.get("cost_usd")) else "")
+            + (f"  {self.status()}" if self.status is not None else "")
         )
+
+    def refresh(self) -> None:
+        """Show the line again with no new row (the responder's state changed)."""
+        self.advance(0, self._stats)
 
     def advance(self, n: int, stats: dict[str, Any]) -> None:
         """Count `n` more finished rows."""

@@ -1,7 +1,8 @@
 """The responders a run uses: the offline baseline, or an API model behind its own connection
 pool, replicas, cache and cost budget; and the judge.
 
-    make_responder(cfg) ──▶ RandomModel | APIModel          make_judge(cfg) ──▶ Judge(APIModel)
+    make_responder(cfg) ──▶ RandomModel | APIModel | BatchModel(APIModel)
+    make_judge(cfg) ──▶ Judge(APIModel)
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
+from pipeline.batch import BatchClient
+from pipeline.batcher import BatchModel
 from pipeline.cache import ResponseCache
 from pipeline.client import make_session
 from pipeline.config import EvalConfig
+from pipeline.errors import ConfigError
 from pipeline.images import ImageCache
 from pipeline.judge import Judge
 from pipeline.metrics import BertScore
 from pipeline.models import APIModel, RandomModel, Responder
 from pipeline.prices import Budget
 from pipeline.ratelimit import Clock
-from pipeline.registry import thinking_body
+from pipeline.registry import first_url, thinking_body
 from pipeline.replicas import make_replicas
 
 
@@ -32,8 +36,12 @@ async def make_responder(
 ) -> Responder:
     """Return the model `cfg` evaluates: offline, or behind its own connection pool and pace."""
     if not cfg.spec.remote:
+        if cfg.batch:
+            msg = f"--batch needs an API model; {cfg.spec.alias!r} answers offline"
+            raise ConfigError(msg)
         return RandomModel(seed=cfg.seed)
-    return await _api_model(cfg, stack, sleep, clock, cache, budget)
+    model = await _api_model(cfg, stack, sleep, clock, cache, budget)
+    return await batch_model(cfg, stack, model, budget=budget, sleep=sleep) if cfg.batch else model
 
 
 async def make_judge(
@@ -75,3 +83,33 @@ async def _api_model(
         extra_body=extra_body,
         budget=budget,
     )
+
+
+async def batch_model(
+    cfg: EvalConfig,
+    stack: AsyncExitStack,
+    online: APIModel,
+    *,
+    budget: Budget | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> BatchModel:
+    """Return the batch responder of `cfg` (closed with `stack`); it collects pending batches.
+
+    `online` gives it the cache key, the cache, the image encoder and, with `--batch-retry
+    online`, the way to send failed lines online.
+    """
+    session = await stack.enter_async_context(make_session(4))
+    client = BatchClient(
+        session,
+        base_url=first_url(cfg.spec.base_url),
+        api_key=cfg.api_key or "",
+        url_auth=cfg.url_auth[0] if cfg.url_auth else None,
+        provider=cfg.spec.provider,
+        timeout=cfg.timeout,
+        max_attempts=cfg.max_retries + 1,
+        sleep=sleep,
+    )
+    model = BatchModel(cfg, client, online, budget=budget)
+    model.start()
+    stack.push_async_callback(model.close)
+    return model

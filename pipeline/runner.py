@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.answers import result_row, unanswered
+from pipeline.batcher import BatchModel
 from pipeline.cache import ResponseCache
 from pipeline.config import EvalConfig
 from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
@@ -37,6 +38,7 @@ from pipeline.summary import SUMMARY_NAME, Scorer, write_summary
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_FATAL, EXIT_COST, EXIT_WRITE = 0, 1, 2, 3, 4, 5
 INTERRUPTED = "interrupted: rerun the same command to resume"
+BATCH_WORKERS = 50_000  # --batch: rows waiting at once (a batch's most lines)
 CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues
 NO_JUDGE = (
@@ -275,9 +277,15 @@ class Run:
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
         )
+        batched = self.responder if isinstance(self.responder, BatchModel) else None
+        if batched is not None:  # each worker awaits its row's batch: all rows wait at once
+            self._workers = max(1, min(total, BATCH_WORKERS))
         progress = self._progress = RunProgress(
-            total, enabled=self.show_progress, board=self.board, label=self.cfg.spec.alias
-        )
+            total, enabled=self.show_progress, board=self.board, label=self.cfg.spec.alias,
+            status=batched.status if batched is not None else None,
+        )  # fmt: skip
+        if batched is not None:
+            batched.on_status = progress.refresh
         progress.advance(len(self.state.done), self.state.scorer.running())
         # More workers than slots, so image encoding overlaps the requests in flight.
         queue: asyncio.Queue[tuple[str, Sample] | None] = asyncio.Queue(self._workers * 2)

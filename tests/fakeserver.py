@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from fakebatch import BatchAPI, BatchConfig
 from fakebilling import BILLING, qwen_prompt_tokens
 from fakereplies import (
     ERROR_200_BODIES,
@@ -183,6 +184,7 @@ class FakeConfig:
     # usage.prompt_tokens: "flat" (text/4 + 85) or "qwen28", as DashScope bills Qwen2.5-VL: the
     # images received, decoded and counted by the 28-px rule, plus text pieces (fakebilling.py)
     bill: str = "flat"
+    batch: BatchConfig = field(default_factory=BatchConfig)  # the Batch API's (fakebatch.py)
 
     def __post_init__(self) -> None:
         if self.bill not in BILLING:
@@ -228,6 +230,8 @@ class Ledger:
     entries: list[LedgerEntry] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    batches: int = 0  # batches created through the Batch API
+    batch_lines: int = 0  # the lines of those batches
 
     @property
     def paid(self) -> int:
@@ -267,6 +271,8 @@ class Ledger:
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": sum(e.prompt_tokens for e in self.entries if e.paid),
             "in_flight": self.in_flight,
+            "batches": self.batches,
+            "batch_lines": self.batch_lines,
             "outcomes": outcomes,
             "shapes": shapes,
             "auth": auth,
@@ -403,6 +409,7 @@ class FakeServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
         app.router.add_get("/_ledger", self._ledger)
+        BatchAPI(self).add_routes(app)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -776,6 +783,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="usage.prompt_tokens: flat (text/4 + 85) or qwen28 (DashScope's Qwen2.5-VL rule on "
         "the decoded images, plus text pieces)",
     )
+    p.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends")
+    p.add_argument(
+        "--batch-fail-rate", type=float, default=0.0, help="share of batch lines failing once"
+    )
+    p.add_argument(
+        "--batch-expire", type=int, default=0, help="the first N batches expire half-answered"
+    )
+    p.add_argument(
+        "--batch-max-bytes", type=int, default=200_000_000, help="largest upload (else 413)"
+    )
     return p.parse_args(argv)
 
 
@@ -812,6 +829,12 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         reasoning=args.reasoning,
         think_tokens=args.think_tokens,
         bill=args.bill,
+        batch=BatchConfig(
+            delay=args.batch_delay,
+            fail_rate=args.batch_fail_rate,
+            expire=args.batch_expire,
+            max_file_bytes=args.batch_max_bytes,
+        ),
     )
 
 
