@@ -293,7 +293,10 @@ class BatchAPI:
             return _line(line, error={"code": "server_error", "message": message}), True
         reply = server._reply("ok", body)
         entry.outcome, entry.status, entry.shape = "ok", 200, reply.shape
-        completion = orjson.loads(server._completion(body, reply, empty=False))
+        entry.prompt_tokens = server._billed(body)  # billed as the chat route bills
+        completion = orjson.loads(
+            server._completion(body, reply, prompt_tokens=entry.prompt_tokens, empty=False)
+        )
         return _line(line, status=200, body=completion), False
 
     def _fails(self, cid: str) -> bool:
