@@ -190,7 +190,9 @@ class BatchClient:
                     body += chunk
                 status, headers = resp.status, resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._masked(classify_transport(exc, where=where, timeout=self.timeout)) from None
+            raise self._redact.error(
+                classify_transport(exc, where=where, timeout=self.timeout)
+            ) from None
         data = self._redact.bytes(bytes(body))
         if 300 <= status < 400:  # never followed: it would send the file elsewhere
             msg = f"{where}: HTTP {status} redirect, not followed: check the base URL"
@@ -198,7 +200,7 @@ class BatchClient:
         if status >= 400:
             error = classify(self.provider, status, data, headers)
             error.message = f"{where}: {error.message}"
-            raise self._masked(error)
+            raise self._redact.error(error)
         if raw:
             return data
         try:
@@ -206,16 +208,6 @@ class BatchClient:
         except orjson.JSONDecodeError:
             msg = f"{where}: HTTP {status} body is not JSON"
             raise RetryableError(msg, status=status) from None
-
-    def _masked(self, exc: APIError) -> APIError:
-        maybe = self._redact.maybe
-        return type(exc)(
-            self._redact.text(exc.message),
-            status=exc.status,
-            code=maybe(exc.code),
-            retry_after=exc.retry_after,
-            request_id=maybe(exc.request_id),
-        )
 
 
 def read_line(provider: str, item: dict[str, Any], where: str) -> Completion | APIError:

@@ -141,7 +141,7 @@ class OpenAIClient:
             done = await self._exchange(request, image_url)
         except APIError as exc:
             # The original may quote a secret; the masked copy replaces it, chain included.
-            raise self._masked(exc) from None
+            raise self._redact.error(exc) from None
         mask, maybe = self._redact.text, self._redact.maybe
         return replace(
             done,
@@ -150,16 +150,6 @@ class OpenAIClient:
             model=maybe(done.model),
             request_id=maybe(done.request_id),
             finish_reason=maybe(done.finish_reason),
-        )
-
-    def _masked(self, exc: APIError) -> APIError:
-        maybe = self._redact.maybe
-        return type(exc)(
-            self._redact.text(exc.message),
-            status=exc.status,
-            code=maybe(exc.code),
-            retry_after=exc.retry_after,
-            request_id=maybe(exc.request_id),
         )
 
     async def _exchange(self, request: ChatRequest, image_url: str | None) -> Completion:

@@ -14,6 +14,8 @@ import json
 import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from pipeline.errors import APIError
+
 MASK = "***"
 # scheme://userinfo@ — up to the last "@" of the word, as urllib reads the authority.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s'\"<>]*)@")
@@ -74,6 +76,16 @@ class Redactor:
     def maybe(self, text: str | None) -> str | None:
         """Return `text` masked, or None."""
         return None if text is None else self.text(text)
+
+    def error(self, exc: APIError) -> APIError:
+        """Return the same kind of API error with every secret masked in what it says."""
+        return type(exc)(
+            self.text(exc.message),
+            status=exc.status,
+            code=self.maybe(exc.code),
+            retry_after=exc.retry_after,
+            request_id=self.maybe(exc.request_id),
+        )
 
     def bytes(self, data: bytes) -> bytes:
         """Return `data` with every secret masked (a server body, before it is parsed)."""
