@@ -254,6 +254,7 @@ def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(
         for name in ("r1", "r2", "r3")
     }
     for link in links:
+        assert link.count("#") == 1, link  # RFC 3986: the key's "#" is encoded in a fragment
         path, _, fragment = link.partition("#")
         page_path = (out / unquote(path)).resolve()
         run = page_path.parent
