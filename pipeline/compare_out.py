@@ -158,10 +158,15 @@ def leaderboard_tex(c: Comparison) -> bytes:
     return "\n".join(lines).encode()
 
 
-def card_link(run: Run, out: Path, file: str, key: str) -> str:
-    """Return the link from DIR to the item's card in the run's report.html."""
+def page_link(run: Run, out: Path) -> str:
+    """Return the link from DIR to the run's report.html."""
     rel = os.path.relpath(run.path.resolve() / "report.html", out.resolve())
-    return quote(Path(rel).as_posix(), safe="/") + "#" + quote(f"row-{file}-{key}", safe="")
+    return quote(Path(rel).as_posix(), safe="/")
+
+
+def card_link(page: str, file: str, key: str) -> str:
+    """Return the link to an item's card: `page#row-<file>-<key>`, the fragment encoded."""
+    return page + "#" + quote(f"row-{file}-{key}", safe="")
 
 
 def _gold(row: dict[str, Any], file: str) -> str:
@@ -182,14 +187,15 @@ def flip_rows(c: Comparison, p: Paired, out: Path) -> list[tuple[str, str, str, 
     """Return (key, gold, first answer, other answer, first link, other link) per flipped item."""
     first = c.runs[0]
     other = next(r for r in c.runs if r.name == p.run)
+    page_a, page_b = page_link(first, out), page_link(other, out)
     return [
         (
             f.key,
             _gold(dict(first.items[f.file][f.key].row.row), f.file),
             _answer(first, f, f.first_right),
             _answer(other, f, not f.first_right),
-            card_link(first, out, f.file, f.key),
-            card_link(other, out, f.file, f.key),
+            card_link(page_a, f.file, f.key),
+            card_link(page_b, f.file, f.key),
         )
         for f in p.flips
     ]
