@@ -165,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the stripped raw reply by exact match, as the official scripts do",
     )
 
+    co = sub.add_parser(
+        "compare",
+        help="leaderboard of runs with 95% intervals, paired exact tests against the first run",
+    )
+    co.add_argument(
+        "runs", nargs="*", type=Path, metavar="RUN", help="run folders; the first is the baseline"
+    )
+    co.add_argument(
+        "--out", type=Path, required=True, help="folder for the leaderboard, tests and plots"
+    )
+
     ca = sub.add_parser("cache", help="inspect or clear the response cache")
     ca.add_argument("action", choices=("stats", "clear"))
     ca.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")

@@ -1,4 +1,4 @@
-"""Command line: `drvd eval | sweep | plan | score | cache | models`. The only place that maps errors to exits."""
+"""Command line: `drvd eval | sweep | plan | score | compare | cache | models`. The only place that maps errors to exits."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from pipeline.args import SAMPLE_DIR, build_parser
 from pipeline.cache import ResponseCache
+from pipeline.compare import run_compare
 from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
 from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError, os_reason
 from pipeline.lock import run_lock
@@ -291,4 +292,6 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return _plan(args, console)
     if args.command == "cache":
         return _cache(args, console)
+    if args.command == "compare":
+        return run_compare(args.runs, args.out)
     return _models(args, console)
