@@ -200,7 +200,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             path = args.run_dir / SUMMARY_NAME
             msg = f"cannot write {path}: {os_reason(exc)}; free space, then rerun"
             raise WriteError(msg) from exc
-        if note := try_write_report(args.run_dir, summary):  # never changes the exit
+        if note := try_write_report(args.run_dir, summary, cache_dir()):  # never changes the exit
             print(note, file=sys.stderr)
     render(summary, console)
     console.print(f"report: {args.run_dir / REPORT_NAME}")
@@ -214,7 +214,8 @@ def _view(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError(msg)
     path = (args.run_dir / REPORT_NAME).resolve()
     if not path.is_file():
-        write_report(args.run_dir, read_summary(args.run_dir) or score_run(args.run_dir))
+        summary = read_summary(args.run_dir) or score_run(args.run_dir)
+        write_report(args.run_dir, summary, cache_dir())
     console.print(str(path), highlight=False, soft_wrap=True)
     if args.open:
         webbrowser.open(path.as_uri())

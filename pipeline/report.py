@@ -12,11 +12,14 @@ size, quality): a rerun finds them on disk and encodes nothing. A card's element
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import io
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from rich.console import Console
 from pipeline.cache import write_atomic
 from pipeline.dataset import resolve_image
 from pipeline.errors import os_reason
-from pipeline.images import IMAGE_VERSION, encode_bytes, file_digest
+from pipeline.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.plots import write_plots
 from pipeline.prompts import DEFAULT_PROTOCOL, build_request
 from pipeline.records import JOINT_LEVELS, ImageSpec, ResultRow, Sample
@@ -46,10 +49,12 @@ _UNREAD = ("none", "refused")  # no answer read from the reply (scored as given)
 _EXT = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 
 
-def try_write_report(run_dir: Path, summary: Mapping[str, Any]) -> str | None:
+def try_write_report(
+    run_dir: Path, summary: Mapping[str, Any], cache_root: Path | None = None
+) -> str | None:
     """Write the report; on failure return the one warning line to show (never raise)."""
     try:
-        write_report(run_dir, summary)
+        write_report(run_dir, summary, cache_root)
     except OSError as exc:
         return f"warning: report not written: {exc.filename or run_dir}: {os_reason(exc)}"
     except Exception as exc:  # the report must never change how a run ends
@@ -57,16 +62,22 @@ def try_write_report(run_dir: Path, summary: Mapping[str, Any]) -> str | None:
     return None
 
 
-def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
-    """Write RUN/report.html (atomically), its images and plots; return the page's path."""
+def write_report(run_dir: Path, summary: Mapping[str, Any], cache_root: Path | None = None) -> Path:
+    """Write RUN/report.html (atomically), its images and plots; return the page's path.
+
+    `cache_root` is the run's cache folder: images encoded for the model's requests are read
+    from its images/ (and those encoded here are put there); None: encode without it.
+    """
     run = summary.get("run") or {}
     root = Path(run["data"]) if isinstance(run.get("data"), str) else None
-    images = Images(run_dir / ASSETS / "img", root, str(run.get("protocol") or DEFAULT_PROTOCOL))
+    protocol = str(run.get("protocol") or DEFAULT_PROTOCOL)
+    images = Images(run_dir / ASSETS / "img", root, protocol, ImageCache(cache_root))
     quirks = summary.get("scoring") == "official-quirks"
     latest: dict[tuple[str, str], tuple[str, ResultRow]] = {}
     for stem, row in read_run(run_dir):  # damaged lines: `score` and `eval` already said so
         key = row.key if row.key is not None else f"line{len(latest)}"
         latest[(stem, key)] = (stem, replace(row, key=key) if row.key is None else row)
+    images.prepare(latest.values())
     cards = [card(stem, row, images, official_quirks=quirks) for stem, row in latest.values()]
     plots = write_plots(run_dir, summary)
     console = Console(record=True, width=110, file=io.StringIO(), color_system="truecolor")
@@ -143,38 +154,60 @@ def card(
 class Images:
     """The images as sent to the model, and their thumbnails, under RUN/report/img/."""
 
-    def __init__(self, folder: Path, root: Path | None, protocol: str) -> None:
+    def __init__(self, folder: Path, root: Path | None, protocol: str, cache: ImageCache) -> None:
         self.folder = folder
         self.root = root
         self.protocol = protocol
+        self.cache = cache
         self._done: dict[tuple[str, int, int], dict[str, str] | None] = {}
+        self._paths: dict[str, Path | None] = {}
+        self._have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+    def prepare(self, rows: Iterable[tuple[str, ResultRow]]) -> None:
+        """Make the images of these rows not made yet, on every core."""
+        todo: dict[tuple[str, int, int], ImageSpec] = {}
+        for stem, row in rows:
+            if isinstance(rel := row.row.get("image_paths"), str):
+                spec = self._spec(stem, row, rel)
+                if spec is not None:
+                    todo[(str(spec.path), spec.max_dim, spec.quality)] = spec
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            self._done.update(zip(todo, pool.map(self._make, todo.values()), strict=True))
 
     def for_row(self, stem: str, row: ResultRow, rel: str) -> dict[str, str] | None:
         """Return {"img": thumbnail, "big": image as sent, "sent": its size} (paths from RUN)."""
-        if self.root is None:
-            return None
-        try:
-            path = resolve_image(self.root, rel)
-            if path is None:
-                return None
-            sample = Sample(stem, row.line, str(row.key), row.kind, path, dict(row.row))
-            spec = build_request(sample, self.protocol).image
-        except (OSError, KeyError, TypeError, ValueError):  # another tool's row, a bad path
-            return None
+        spec = self._spec(stem, row, rel)
         if spec is None:
             return None
-        memo = (str(path), spec.max_dim, spec.quality)
+        memo = (str(spec.path), spec.max_dim, spec.quality)
         if memo not in self._done:
             self._done[memo] = self._make(spec)
         return self._done[memo]
+
+    def _spec(self, stem: str, row: ResultRow, rel: str) -> ImageSpec | None:
+        """Return how the row's image was sent (its request's ImageSpec), or None."""
+        if self.root is None:
+            return None
+        try:
+            if rel not in self._paths:
+                self._paths[rel] = resolve_image(self.root, rel)
+            if (path := self._paths[rel]) is None:
+                return None
+            sample = Sample(stem, row.line, str(row.key), row.kind, path, dict(row.row))
+            spec: ImageSpec | None = build_request(sample, self.protocol).image
+        except (OSError, KeyError, TypeError, ValueError):  # another tool's row, a bad path
+            return None
+        return spec
 
     def _make(self, spec: ImageSpec) -> dict[str, str] | None:
         parts = [IMAGE_VERSION, file_digest(spec.path), spec.max_dim, spec.quality, THUMB_PX]
         name = hashlib.blake2b(orjson.dumps(parts), digest_size=12).hexdigest()
         thumb = self.folder / f"{name}-t.jpg"
-        sent = next(self.folder.glob(f"{name}.*"), None) if thumb.exists() else None
+        have = [n for n in (f"{name}.{ext}" for ext in (*_EXT.values(), "img")) if n in self._have]
+        sent = self.folder / have[0] if have and thumb.name in self._have else None
         if sent is None:
-            data, mime = encode_bytes(spec)
+            head, _, payload = self.cache.data_url(spec).partition(";base64,")
+            data, mime = base64.b64decode(payload), head.removeprefix("data:")
             sent = self.folder / f"{name}.{_EXT.get(mime, 'img')}"
             write_atomic(sent, data)
             try:

@@ -318,7 +318,8 @@ class Run:
                 except OSError as exc:  # the file is left as it was: the rerun puts it in order
                     self.sink.fail(f"{output.path}: {os_reason(exc)}")
                     break
-        if note := try_write_report(self.cfg.run_dir, summary):  # never changes the exit
+        cache = self.cfg.cache_dir if self.cfg.use_cache else None
+        if note := try_write_report(self.cfg.run_dir, summary, cache):  # never changes the exit
             self.on_invalid(note)
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
