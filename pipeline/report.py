@@ -56,7 +56,8 @@ def try_write_report(
     try:
         write_report(run_dir, summary, cache_root)
     except OSError as exc:
-        return f"warning: report not written: {exc.filename or run_dir}: {os_reason(exc)}"
+        where = exc.filename2 or exc.filename or run_dir
+        return f"warning: report not written: {where}: {os_reason(exc)}"
     except Exception as exc:  # the report must never change how a run ends
         return f"warning: report not written ({type(exc).__name__}: {show_url(str(exc))})"
     return None

@@ -54,7 +54,9 @@ def mixed_run(tmp: Path) -> Path:
         if row["error"] is not None:
             return
         if i % 5 == 1:  # unreadable, scored as given
-            row.update(model_response="I think it is the liver", raw_response="I think it is the liver")
+            row.update(
+                model_response="I think it is the liver", raw_response="I think it is the liver"
+            )
             row["_meta"]["answer_source"] = "none"
         elif i % 5 == 2:
             row.update(model_response="I cannot help", raw_response="I cannot help")

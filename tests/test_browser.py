@@ -44,7 +44,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def open_page(chrome: webdriver.Chrome, page: Path, fragment: str = "") -> None:
     chrome.get(page.resolve().as_uri() + fragment)
-    WebDriverWait(chrome, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(chrome, 20).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
     chrome.get_log("browser")  # start each check with an empty console
 
 
@@ -55,7 +57,9 @@ def count(chrome: webdriver.Chrome) -> int:
 def choose(chrome: webdriver.Chrome, **values: str) -> int:
     """Set the filters (by id, '_' for '-') to `values`, the others to all; return the count."""
     for name in FILTERS:
-        Select(chrome.find_element(By.ID, name)).select_by_value(values.get(name.replace("-", "_"), ""))
+        Select(chrome.find_element(By.ID, name)).select_by_value(
+            values.get(name.replace("-", "_"), "")
+        )
     return count(chrome)
 
 
@@ -73,10 +77,11 @@ def assert_quiet(chrome: webdriver.Chrome) -> None:
 def visible_thumbnails(chrome: webdriver.Chrome) -> list[Any]:
     """Scroll to the cards; return the thumbnails then in the window."""
     chrome.execute_script("document.getElementById('cards').scrollIntoView()")
-    return chrome.execute_script(
+    shown: list[Any] = chrome.execute_script(
         "return [...document.querySelectorAll('.card .thumb img')].filter((i) => {"
         "  const r = i.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; })"
     )
+    return shown
 
 
 def test_every_filter_value_matches_a_recount_of_the_results(browser, mixed: Path) -> None:
@@ -87,10 +92,13 @@ def test_every_filter_value_matches_a_recount_of_the_results(browser, mixed: Pat
     for name in FILTERS:
         expected = Counter(r[name] for r in rows)
         options = Select(browser.find_element(By.ID, name)).options
-        offered = {o.get_attribute("value") for o in options} - {""}
+        offered = {str(o.get_attribute("value")) for o in options} - {""}
         assert set(expected) <= offered, name
         for value in offered:
-            assert choose(browser, **{name.replace("-", "_"): value}) == expected[value], (name, value)
+            assert choose(browser, **{name.replace("-", "_"): value}) == expected[value], (
+                name,
+                value,
+            )
     verdicts = Counter(r["filter-verdict"] for r in rows)
     assert {"right", "wrong", "failed", "unread", "report"} <= set(verdicts)
     assert_quiet(browser)
@@ -130,10 +138,16 @@ def test_thumbnails_and_the_image_as_sent_draw(browser, mixed: Path) -> None:
     assert all(browser.execute_script("return arguments[0].naturalWidth", i) <= 256 for i in shown)
     shown[0].click()
     big = browser.find_element(By.CSS_SELECTOR, "#lightbox.open img")
-    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return arguments[0].complete", big))
+    WebDriverWait(browser, 10).until(
+        lambda d: d.execute_script("return arguments[0].complete", big)
+    )
     assert browser.execute_script("return arguments[0].naturalWidth", big) > 0
     assert "as sent to the model" in browser.find_element(By.ID, "lightbox-caption").text
-    failed = next(c for c in browser.find_elements(By.CSS_SELECTOR, ".card") if c.get_attribute("data-verdict") == "failed")
+    failed = next(
+        c
+        for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+        if c.get_attribute("data-verdict") == "failed"
+    )
     assert "image not found" in failed.text
     assert_quiet(browser)
 
@@ -147,7 +161,8 @@ def test_a_compare_link_scrolls_to_and_highlights_its_card(browser, mixed: Path)
     assert card.get_attribute("data-key") == last["key"]
     assert "hit" in card.get_attribute("class").split()
     assert browser.execute_script(
-        "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight", card
+        "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight",
+        card,
     )
     # A filter that hides the row: following a link to it still shows it.
     first = rows[0]
@@ -155,7 +170,9 @@ def test_a_compare_link_scrolls_to_and_highlights_its_card(browser, mixed: Path)
     first_id = f"row-{first['filter-file']}-{first['key']}"
     browser.execute_script("location.hash = arguments[0]", quote(first_id))
     browser.execute_script("location.hash = arguments[0]", quote(card_id))
-    WebDriverWait(browser, 5).until(lambda d: "hit" in d.find_element(By.ID, card_id).get_attribute("class"))
+    WebDriverWait(browser, 5).until(
+        lambda d: "hit" in d.find_element(By.ID, card_id).get_attribute("class")
+    )
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card.hit")) == 1
     assert_quiet(browser)
 
