@@ -319,7 +319,8 @@ class Run:
                     self.sink.fail(f"{output.path}: {os_reason(exc)}")
                     break
         cache = self.cfg.cache_dir if self.cfg.use_cache else None
-        if note := try_write_report(self.cfg.run_dir, summary, cache):  # never changes the exit
+        # Never changes the exit; not tried when a write already failed (disk full: said once).
+        if not self.sink.failure and (note := try_write_report(self.cfg.run_dir, summary, cache)):
             self.on_invalid(note)
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
