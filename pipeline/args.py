@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="folder for the leaderboard, tests and plots"
     )
 
+    vi = sub.add_parser("view", help="print the path of a run's report.html (written if missing)")
+    vi.add_argument("run_dir", type=Path)
+    vi.add_argument("--open", action="store_true", help="open it in the default browser")
+
     ca = sub.add_parser("cache", help="inspect or clear the response cache")
     ca.add_argument("action", choices=("stats", "clear"))
     ca.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")

@@ -1,4 +1,4 @@
-"""Command line: `drvd eval | sweep | plan | score | compare | cache | models`. The only place that maps errors to exits."""
+"""Command line: `drvd eval | sweep | plan | score | view | compare | cache | models`. The only place that maps errors to exits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ctypes
 import errno
 import signal
 import sys
+import webbrowser
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipeline.planview import eval_line, plan_json, plan_lines
 from pipeline.redact import show_url
 from pipeline.registry import MODELS
 from pipeline.render import failure_lines, render
+from pipeline.report import REPORT_NAME, try_write_report, write_report
 from pipeline.runner import (
     EXIT_COST,
     EXIT_FATAL,
@@ -70,7 +72,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
             render(summary, console)
         return _stopped(exc)
     render(result.summary, console)
-    console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}")
+    console.print(
+        f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  "
+        f"report: {cfg.run_dir / REPORT_NAME}"
+    )
     return _ended(result)
 
 
@@ -200,7 +205,25 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             path = args.run_dir / SUMMARY_NAME
             msg = f"cannot write {path}: {os_reason(exc)}; free space, then rerun"
             raise WriteError(msg) from exc
+        if note := try_write_report(args.run_dir, summary, cache_dir()):  # never changes the exit
+            print(note, file=sys.stderr)
     render(summary, console)
+    console.print(f"report: {args.run_dir / REPORT_NAME}")
+    return 0
+
+
+def _view(args: argparse.Namespace, console: Console) -> int:
+    """Print the run's report.html (written first if missing); --open shows it in a browser."""
+    if not args.run_dir.is_dir():
+        msg = f"{args.run_dir}: no such run folder"
+        raise ConfigError(msg)
+    path = (args.run_dir / REPORT_NAME).resolve()
+    if not path.is_file():
+        summary = read_summary(args.run_dir) or score_run(args.run_dir)
+        write_report(args.run_dir, summary, cache_dir())
+    console.print(str(path), highlight=False, soft_wrap=True)
+    if args.open:
+        webbrowser.open(path.as_uri())
     return 0
 
 
@@ -290,6 +313,8 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return _score(args, console)
     if args.command == "plan":
         return _plan(args, console)
+    if args.command == "view":
+        return _view(args, console)
     if args.command == "cache":
         return _cache(args, console)
     if args.command == "compare":

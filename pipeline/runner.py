@@ -31,6 +31,7 @@ from pipeline.progress import ProgressBoard, RunProgress
 from pipeline.prompts import build_request
 from pipeline.ratelimit import Clock
 from pipeline.records import ResultRow, Sample
+from pipeline.report import try_write_report
 from pipeline.responders import make_judge, make_responder
 from pipeline.results import ResultsFile
 from pipeline.sink import Item, Sink
@@ -256,6 +257,7 @@ class Run:
             "protocol": self.cfg.protocol,
             "model_id": self.cfg.spec.model,
             "endpoint": self.cfg.spec.base_url,
+            "data": str(self.root.resolve()),
             "deviations": self.cfg.deviations,
             "invalid_rows": self.state.invalid,
             "stopped": self.state.fatal or self.state.capped,
@@ -324,6 +326,10 @@ class Run:
                 except OSError as exc:  # the file is left as it was: the rerun puts it in order
                     self.sink.fail(f"{output.path}: {os_reason(exc)}")
                     break
+        cache = self.cfg.cache_dir if self.cfg.use_cache else None
+        # Never changes the exit; not tried when a write already failed (disk full: said once).
+        if not self.sink.failure and (note := try_write_report(self.cfg.run_dir, summary, cache)):
+            self.on_invalid(note)
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
             return RunResult(summary, EXIT_WRITE, self.sink.report(saved))

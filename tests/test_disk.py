@@ -310,7 +310,7 @@ def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
 
 def _files(run: Path) -> dict[str, bytes]:
     """Return the run folder's files and their bytes, but the run lock (it names each process)."""
-    return {p.name: p.read_bytes() for p in run.iterdir() if p.name != LOCK_NAME}
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != LOCK_NAME}
 
 
 def _finished_run(

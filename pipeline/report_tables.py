@@ -1,0 +1,129 @@
+"""The top of report.html: the run's settings and the modality-by-level (or task) heat maps.
+
+Pure functions from the summary to escaped HTML; the page's script adds nothing here.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import JOINT_LEVELS
+from pipeline.redact import show_url
+
+_SCORING = {
+    "extracted": "answers extracted from the replies, scored as official",
+    "official-quirks": "stripped raw replies, exact match (official scripts bit for bit)",
+}
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def settings_table(summary: Mapping[str, Any], run_dir: Path) -> str:
+    """Return the run's settings as a two-column table (model, endpoint, protocol, judge...)."""
+    run = summary.get("run") or {}
+    judge = run.get("judge") or {}
+    if judge.get("model"):
+        judge_text = f"{judge['model']} ({judge.get('model_id')}), keyword prompt "
+        judge_text += (
+            f"{judge.get('keyword_prompt')}, BERTScore {judge.get('bertscore_model') or 'off'}"
+        )
+    else:
+        judge_text = judge.get("note") or "none recorded"
+    deviations = run.get("deviations") or {}
+    price = run.get("price")
+    rows = [
+        ("model", summary.get("model")),
+        ("model id", run.get("model_id")),
+        ("endpoint", show_url(str(run["endpoint"])) if run.get("endpoint") else None),
+        ("run folder", run_dir.resolve()),
+        ("data", run.get("data")),
+        ("protocol", run.get("protocol")),
+        ("scoring", _SCORING.get(summary.get("scoring", ""), summary.get("scoring"))),
+        ("judge", judge_text),
+        (
+            "deviations",
+            ", ".join(f"{k}={v}" for k, v in deviations.items()) or "none: the official settings",
+        ),
+        ("price", None if not price else ", ".join(f"{k}={v}" for k, v in price.items())),
+        ("max cost", None if run.get("max_cost_usd") is None else f"${run['max_cost_usd']}"),
+        ("stopped", run.get("stopped")),
+        ("input lines not rows", len(run.get("invalid_rows") or []) or None),
+    ]
+    body = "".join(
+        f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>"
+        for name, value in rows
+        if value is not None
+    )
+    return f'<table id="settings">{body}</table>'
+
+
+def headline(summary: Mapping[str, Any]) -> str:
+    """Return one line per file: its overall score, as the reader's first glance."""
+    items = []
+    for stem, section in (summary.get("files") or {}).items():
+        kind = section.get("kind")
+        if kind == "mcq":
+            value, detail = section.get("accuracy"), f"{section['correct']}/{section['n']}"
+        elif kind == "joint":
+            value, detail = (
+                section.get("chain_accuracy"),
+                f"chains {section['chain_correct']}/{section['n']}",
+            )
+        else:
+            bleu = section.get("bleu")
+            text = "—" if bleu is None else f"{bleu:.4f}"
+            items.append(
+                f"<li><b>{_e(stem)}</b> BLEU {text} <small>{section['scored']} scored</small></li>"
+            )
+            continue
+        pct = "—" if value is None else f"{value:.2%}"
+        errors = f", {section['errors']} failed" if section.get("errors") else ""
+        items.append(f"<li><b>{_e(stem)}</b> {pct} <small>{_e(detail)}{errors}</small></li>")
+    return f'<ul id="headline">{"".join(items)}</ul>'
+
+
+def _colour(accuracy: float | None) -> str:
+    if accuracy is None:
+        return "#eee"
+    return f"hsl({round(120 * accuracy)}, 65%, 82%)"
+
+
+def _cell(cell: Mapping[str, Any] | None) -> str:
+    if not cell or not cell.get("n"):
+        return '<td class="empty">—</td>'
+    acc = cell.get("accuracy")
+    text = f"{acc:.0%}" if acc is not None else "—"
+    title = f"{cell['correct']}/{cell['n']} right"
+    return f'<td style="background:{_colour(acc)}" title="{_e(title)}">{text}<small>{_e(cell["n"])}</small></td>'
+
+
+def _heat(stem: str, columns: list[str], grid: Mapping[str, Mapping[str, Any]]) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join(
+        f"<tr><th>{_e(modality)}</th>{''.join(_cell(cells.get(c)) for c in columns)}</tr>"
+        for modality, cells in grid.items()
+    )
+    return (
+        f'<table class="heat" data-file="{_e(stem)}"><caption>{_e(stem)}</caption>'
+        f"<tr><th>modality</th>{head}</tr>{body}</table>"
+    )
+
+
+def heat_maps(summary: Mapping[str, Any]) -> str:
+    """Return one accuracy heat map per multiple-choice or joint file: modality by task or level."""
+    out = []
+    for stem, section in (summary.get("files") or {}).items():
+        if section.get("kind") == "mcq" and section.get("groups"):
+            groups = section["groups"]
+            columns = list(dict.fromkeys(sub for cells in groups.values() for sub in cells))
+            out.append(_heat(stem, columns, groups))
+        elif section.get("kind") == "joint" and section.get("levels"):
+            chains = section.get("chains") or {}
+            grid = {m: {**cells, "chain": chains.get(m)} for m, cells in section["levels"].items()}
+            out.append(_heat(stem, [*JOINT_LEVELS, "chain"], grid))
+    return "".join(out) or "<p>No multiple-choice rows scored.</p>"

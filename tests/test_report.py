@@ -1,0 +1,105 @@
+"""report.html and the plots as `eval`, `score` and `view` write them (the page itself: test_browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from PIL import Image
+from procs import drvd
+from reportruns import SAMPLE, sample_run
+
+from pipeline.records import JOINT_LEVELS
+
+
+def test_plots_are_drawn_from_the_summary_numbers(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    summary = orjson.loads((run / "summary.json").read_bytes())
+    plots = run / "plots"
+    for name in ("levels", "modality", "answers"):
+        with Image.open(plots / f"{name}.png") as png:
+            png.load()
+            assert png.width > 100
+        assert (plots / f"{name}.svg").read_bytes().lstrip().startswith(b"<?xml")
+    data = orjson.loads((plots / "data.json").read_bytes())
+    drop = summary["independent_vs_joint"]
+    assert data["levels"]["independent"] == {lv: drop[lv]["independent"] for lv in JOINT_LEVELS}
+    assert data["levels"]["joint"] == {lv: drop[lv]["joint"] for lv in JOINT_LEVELS}
+    evidence = summary["files"]["visual_evidence_qa"]["groups"]
+    for modality, cells in evidence.items():
+        right = sum(c["correct"] for c in cells.values())
+        n = sum(c["n"] for c in cells.values())
+        assert data["modality"]["visual_evidence_qa"][modality] == right / n
+    chains = summary["files"]["joint_qa"]["chains"]
+    assert data["modality"]["joint_qa (chain)"] == {m: c["accuracy"] for m, c in chains.items()}
+    for stem, section in summary["files"].items():
+        assert data["answers"][stem] == {k: v for k, v in section["answers"].items() if v}
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert 'src="plots/levels.png"' in page
+
+
+def test_score_rewrites_the_page_without_encoding_images_again(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    images = sorted((run / "report" / "img").iterdir())
+    assert images
+    assert all(p.stat().st_size > 0 for p in images)
+    before = {p: p.stat().st_mtime_ns for p in [*images, *(run / "plots").iterdir()]}
+    (run / "report.html").unlink()
+    proc = drvd("score", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert (run / "report.html").is_file()
+    assert f"report: {run / 'report.html'}" in proc.stdout.replace("\n", "")
+    assert sorted((run / "report" / "img").iterdir()) == images
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing encoded or drawn again
+
+
+def test_a_report_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    (run / "report.html").unlink()
+    (run / "report.html").mkdir()  # the page's name is taken: the write fails
+    proc = drvd("score", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("warning: report not written: ")
+    assert "report.html" in lines[0]
+    again = drvd(
+        "eval", "--model", "random", "--data", SAMPLE, "--out", tmp_path, "--run-name",
+        "demo-random", "--judge", "none", "--quiet", "--cache-dir", tmp_path / "cache",
+    )  # fmt: skip
+    assert again.returncode == 0  # as without the report
+    assert [ln for ln in again.stderr.splitlines() if "report" in ln] == [lines[0]]
+    assert "Traceback" not in again.stderr
+
+
+def test_view_prints_the_page_writing_it_when_missing_and_opens_it(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    (run / "report.html").unlink()
+    proc = drvd("view", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str((run / "report.html").resolve())
+    assert (run / "report.html").is_file()
+    # --open hands the file's URL to the browser webbrowser picks ($BROWSER: here, echo).
+    opened = drvd("view", run, "--open", env={"BROWSER": "echo"})
+    assert opened.returncode == 0, opened.stderr
+    assert (run / "report.html").resolve().as_uri() in opened.stdout
+    missing = drvd("view", tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: ")
+    assert "no such run folder" in missing.stderr
+
+
+def test_the_page_escapes_what_the_rows_hold(tmp_path: Path) -> None:
+    run = sample_run(tmp_path)
+    path = run / "visual_evidence_qa.jsonl"
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    rows[0]["raw_response"] = "</script><script>alert(1)</script>"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    proc = drvd("score", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "</script><script>alert(1)" not in page
+    blob = page.split('<script type="application/json" id="data">')[1].split("</script>")[0]
+    cards = orjson.loads(blob)["rows"]
+    assert cards[0]["raw"] == "</script><script>alert(1)</script>"
