@@ -2,11 +2,14 @@
 
     results files ──score_row──▶ one card per row ──▶ a JSON blob inside report_page.html
     summary.json  ──────────────▶ settings, the terminal's tables, heat maps, plots (plots.py)
-    each row's image ──encoder──▶ RUN/report/img/<id>.<ext> (as sent) + <id>-t.jpg (≤ 256 px)
+    each row's image ──encoder──▶ RUN/report/img/<id>-t.jpg (≤ 256 px) + the image as sent,
+                                   once for every run sharing the cache: CACHE/sent/<id>.<ext>
 
 The page draws cards lazily from the blob (a few dozen at a time), so a 7,789-row run opens fast.
 Images are the encoder's output at the request's ImageSpec, written once per (image digest,
-size, quality): a rerun finds them on disk and encodes nothing. A card's element id is
+size, quality): a rerun finds them on disk and encodes nothing. The images as sent live in the
+response cache's folder (RUN/report/img/ with `--no-cache`) so that a run folder holds only
+thumbnails: the page links to them by a path relative to the run folder. A card's element id is
 `row-<file>-<key>` (what `compare` links to); the filter ids are the page's test interface.
 """
 
@@ -42,7 +45,8 @@ from pipeline.results import read_run
 from pipeline.scoring import FILE_FAMILY, KIND_FAMILY, Family, score_row
 
 REPORT_NAME = "report.html"
-ASSETS = "report"  # RUN/report/: images the page shows
+ASSETS = "report"  # RUN/report/: the thumbnails the page shows
+SENT = "sent"  # CACHE/sent/: the images as sent, shared by every run on the cache
 THUMB_PX = 256
 _TEMPLATE = Path(__file__).with_name("report_page.html")
 _UNREAD = ("none", "refused")  # no answer read from the reply (scored as given)
@@ -72,7 +76,9 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], cache_root: Path | N
     run = summary.get("run") or {}
     root = Path(run["data"]) if isinstance(run.get("data"), str) else None
     protocol = str(run.get("protocol") or DEFAULT_PROTOCOL)
-    images = Images(run_dir / ASSETS / "img", root, protocol, ImageCache(cache_root))
+    thumbs = run_dir / ASSETS / "img"
+    sent = cache_root / SENT if cache_root is not None else thumbs
+    images = Images(thumbs, root, protocol, ImageCache(cache_root), sent=sent, run_dir=run_dir)
     quirks = summary.get("scoring") == "official-quirks"
     latest: dict[tuple[str, str], tuple[str, ResultRow]] = {}
     for stem, row in read_run(run_dir):  # damaged lines: `score` and `eval` already said so
@@ -153,16 +159,30 @@ def card(
 
 
 class Images:
-    """The images as sent to the model, and their thumbnails, under RUN/report/img/."""
+    """The thumbnails (in `folder`) and the images as sent to the model (in `sent`)."""
 
-    def __init__(self, folder: Path, root: Path | None, protocol: str, cache: ImageCache) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        root: Path | None,
+        protocol: str,
+        cache: ImageCache,
+        *,
+        sent: Path,
+        run_dir: Path,
+    ) -> None:
         self.folder = folder
+        self.sent = sent
         self.root = root
         self.protocol = protocol
         self.cache = cache
         self._done: dict[tuple[str, int, int], dict[str, str] | None] = {}
         self._paths: dict[str, Path | None] = {}
         self._have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        self._have_sent = {p.name for p in sent.iterdir()} if sent.is_dir() else set()
+        # how the page (in the run folder) reaches each folder
+        self._thumb_href = Path(os.path.relpath(folder.resolve(), run_dir.resolve())).as_posix()
+        self._sent_href = Path(os.path.relpath(sent.resolve(), run_dir.resolve())).as_posix()
 
     def prepare(self, rows: Iterable[tuple[str, ResultRow]]) -> None:
         """Make the images of these rows not made yet, on every core."""
@@ -204,22 +224,24 @@ class Images:
         parts = [IMAGE_VERSION, file_digest(spec.path), spec.max_dim, spec.quality, THUMB_PX]
         name = hashlib.blake2b(orjson.dumps(parts), digest_size=12).hexdigest()
         thumb = self.folder / f"{name}-t.jpg"
-        have = [n for n in (f"{name}.{ext}" for ext in (*_EXT.values(), "img")) if n in self._have]
-        sent = self.folder / have[0] if have and thumb.name in self._have else None
+        names = (f"{name}.{ext}" for ext in (*_EXT.values(), "img"))
+        have = [n for n in names if n in self._have_sent]
+        sent = self.sent / have[0] if have and thumb.name in self._have else None
         if sent is None:
             head, _, payload = self.cache.data_url(spec).partition(";base64,")
             data, mime = base64.b64decode(payload), head.removeprefix("data:")
-            sent = self.folder / f"{name}.{_EXT.get(mime, 'img')}"
-            write_atomic(sent, data)
+            sent = self.sent / f"{name}.{_EXT.get(mime, 'img')}"
+            if sent.name not in self._have_sent:  # another run on the cache may have made it
+                write_atomic(sent, data)
             try:
                 small = _thumbnail(data)
             except (OSError, ValueError):  # e.g. a 16-bit image sent raw: no thumbnail
                 small = b""
             write_atomic(thumb, small)
-        prefix = f"{ASSETS}/img/"
-        out = {"big": prefix + sent.name, "sent": f"{spec.max_dim} px, JPEG quality {spec.quality}"}
+        big = f"{self._sent_href}/{sent.name}"
+        out = {"big": big, "sent": f"{spec.max_dim} px, JPEG quality {spec.quality}"}
         if thumb.stat().st_size:
-            out["img"] = prefix + thumb.name
+            out["img"] = f"{self._thumb_href}/{thumb.name}"
         return out
 
 

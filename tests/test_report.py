@@ -103,3 +103,26 @@ def test_the_page_escapes_what_the_rows_hold(tmp_path: Path) -> None:
     blob = page.split('<script type="application/json" id="data">')[1].split("</script>")[0]
     cards = orjson.loads(blob)["rows"]
     assert cards[0]["raw"] == "</script><script>alert(1)</script>"
+
+
+def test_a_run_folder_holds_thumbnails_and_runs_on_one_cache_share_the_images_as_sent(
+    tmp_path: Path,
+) -> None:
+    first = sample_run(tmp_path)
+    second = drvd(
+        "eval", "--model", "random", "--data", SAMPLE, "--out", tmp_path, "--run-name", "again",
+        "--judge", "none", "--quiet", "--seed", "3", "--cache-dir", tmp_path / "cache",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    sent = sorted((tmp_path / "cache" / "sent").iterdir())
+    assert sent  # the images as sent: once, in the cache's folder
+    for run in (first, tmp_path / "again"):
+        thumbs = list((run / "report" / "img").iterdir())
+        assert thumbs
+        assert all(p.name.endswith("-t.jpg") for p in thumbs)  # only thumbnails in the run
+        for p in thumbs:
+            with Image.open(p) as img:
+                assert max(img.size) <= 256
+        page = (run / "report.html").read_text(encoding="utf-8")
+        for image in sent:  # the page reaches each one from its own folder
+            assert f'"../cache/sent/{image.name}"' in page
