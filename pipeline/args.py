@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser(
         "compare",
-        help="leaderboard of runs with 95% intervals, paired exact tests against the first run",
+        help="leaderboard of runs with 95%% intervals, paired exact tests against the first run",
     )
     co.add_argument(
         "runs", nargs="*", type=Path, metavar="RUN", help="run folders; the first is the baseline"

@@ -53,8 +53,20 @@ def test_eval_help_lists_every_variable_default_and_exit_code() -> None:
     assert "(default: 6)" in proc.stdout
     assert "(default: cache)" in proc.stdout
     status = proc.stdout[proc.stdout.index("exit status") :]
-    for code in ("0", "1", "2", "3", "130"):
+    for code in ("0", "1", "2", "3", "4", "130"):
         assert f"{code} " in status, code
+
+
+def test_every_command_s_help_is_shown_without_a_traceback() -> None:
+    from pipeline.args import build_parser
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0]  # type: ignore[union-attr]
+    commands: list[list[str]] = [[], *([name] for name in sub.choices)]
+    for command in commands:
+        with pytest.raises(SystemExit) as shown:
+            parser.parse_args([*command, "--help"])  # argparse formats every help string here
+        assert shown.value.code == 0, command
 
 
 @pytest.mark.parametrize(
