@@ -2,8 +2,9 @@
 
     results files ──score_row──▶ one card per row ──▶ a JSON blob inside report_page.html
     summary.json  ──────────────▶ settings, the terminal's tables, heat maps, plots (plots.py)
-    each row's image ──encoder──▶ RUN/report/img/<id>-t.jpg (≤ 256 px) + the image as sent,
-                                   once for every run sharing the cache: CACHE/sent/<id>.<ext>
+    each row's image ──encoder──▶ CACHE/sent/<id>.<ext> (as sent) and <id>-t.jpg (≤ 256 px),
+                                   once for every run on the cache; the thumbnail is linked
+                                   into RUN/report/img/ (a hard link: no copy, no encode)
 
 The page draws cards lazily from the blob (a few dozen at a time), so a 7,789-row run opens fast.
 Images are the encoder's output at the request's ImageSpec, written once per (image digest,
@@ -224,25 +225,37 @@ class Images:
         parts = [IMAGE_VERSION, file_digest(spec.path), spec.max_dim, spec.quality, THUMB_PX]
         name = hashlib.blake2b(orjson.dumps(parts), digest_size=12).hexdigest()
         thumb = self.folder / f"{name}-t.jpg"
+        shared = self.sent / thumb.name  # every run's thumbnail of this image comes from here
         names = (f"{name}.{ext}" for ext in (*_EXT.values(), "img"))
         have = [n for n in names if n in self._have_sent]
-        sent = self.sent / have[0] if have and thumb.name in self._have else None
+        sent = self.sent / have[0] if have and shared.name in self._have_sent else None
         if sent is None:
             head, _, payload = self.cache.data_url(spec).partition(";base64,")
             data, mime = base64.b64decode(payload), head.removeprefix("data:")
             sent = self.sent / f"{name}.{_EXT.get(mime, 'img')}"
-            if sent.name not in self._have_sent:  # another run on the cache may have made it
-                write_atomic(sent, data)
+            write_atomic(sent, data)
             try:
                 small = _thumbnail(data)
             except (OSError, ValueError):  # e.g. a 16-bit image sent raw: no thumbnail
                 small = b""
-            write_atomic(thumb, small)
+            write_atomic(shared, small)
+        if thumb != shared and thumb.name not in self._have:
+            _link(shared, thumb)
         big = f"{self._sent_href}/{sent.name}"
         out = {"big": big, "sent": f"{spec.max_dim} px, JPEG quality {spec.quality}"}
         if thumb.stat().st_size:
             out["img"] = f"{self._thumb_href}/{thumb.name}"
         return out
+
+
+def _link(source: Path, target: Path) -> None:
+    """Put `source` at `target`: a hard link (no copy), else a copy (another file system)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        write_atomic(target, source.read_bytes())
 
 
 def _thumbnail(data: bytes) -> bytes:

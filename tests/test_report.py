@@ -114,12 +114,15 @@ def test_a_run_folder_holds_thumbnails_and_runs_on_one_cache_share_the_images_as
         "--judge", "none", "--quiet", "--seed", "3", "--cache-dir", tmp_path / "cache",
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
-    sent = sorted((tmp_path / "cache" / "sent").iterdir())
-    assert sent  # the images as sent: once, in the cache's folder
+    shared = sorted((tmp_path / "cache" / "sent").iterdir())
+    sent = [p for p in shared if not p.name.endswith("-t.jpg")]
+    assert sent  # the images as sent: once, in the cache's folder, with their thumbnails
     for run in (first, tmp_path / "again"):
         thumbs = list((run / "report" / "img").iterdir())
         assert thumbs
         assert all(p.name.endswith("-t.jpg") for p in thumbs)  # only thumbnails in the run
+        for p in thumbs:  # linked from the shared one, not encoded again per run
+            assert p.stat().st_ino == (tmp_path / "cache" / "sent" / p.name).stat().st_ino
         for p in thumbs:
             with Image.open(p) as img:
                 assert max(img.size) <= 256
