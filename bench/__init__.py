@@ -79,13 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.limits import section_limits, section_replicas  # imports bench.peer: here too
     from bench.mutants import section_mutants  # here: `python -m bench.mutants` runs it
     from bench.peer import section_peer  # here: `python -m bench.peer` runs it
+    from bench.report import section_batch, section_report
 
     signal.signal(signal.SIGTERM, _terminate)
     # Even when started with SIGINT ignored (a background job), Ctrl-C must stop the children.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     try:
-        more = {"limits": section_limits, "replicas": section_replicas}
+        more = {
+            "limits": section_limits,
+            "replicas": section_replicas,
+            "report": section_report,
+            "batch": section_batch,
+        }
         run_sections(
             bench, only, section_peer, on_error=_report_error, mutants=section_mutants, more=more
         )

@@ -27,7 +27,7 @@ from pipeline.records import ImageSpec
 
 SECTIONS = (
     "reader", "encode", "full", "throughput", "overhead", "faults", "peer", "limits", "replicas",
-    "mutants",
+    "report", "batch", "mutants",
 )  # fmt: skip
 LATENCY = 0.5
 JITTER = 0.5
