@@ -328,7 +328,10 @@ class Run:
                     break
         cache = self.cfg.cache_dir if self.cfg.use_cache else None
         # Never changes the exit; not tried when a write already failed (disk full: said once).
-        if not self.sink.failure and (note := try_write_report(self.cfg.run_dir, summary, cache)):
+        # In a thread: other runs of a sweep go on while this one draws its page.
+        if not self.sink.failure and (
+            note := await asyncio.to_thread(try_write_report, self.cfg.run_dir, summary, cache)
+        ):
             self.on_invalid(note)
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
