@@ -258,3 +258,44 @@ def iter_samples(
                 yield Sample(stem, line_no, key, kind, root / row["image_paths"], row, found)
             else:
                 yield Sample(stem, line_no, key, kind, found, row)
+
+
+def dataset_files(data_dir: Path, files: Sequence[str]) -> tuple[Path, list[str], list[str]]:
+    """Return the dataset's root, which of `files` (stems) hold rows, and a warning per other one.
+
+    Raises ConfigError, before any work, when none of them is in the folder.
+    """
+    root = find_root(data_dir)
+    present = [s for s in files if (root / f"{s}.jsonl").exists()]
+    if not present:
+        msg = f"{data_dir}: none of {', '.join(files)} (.jsonl) found"
+        raise ConfigError(msg)
+    stems, warnings = files_with_rows(root, present)
+    return root, stems, warnings
+
+
+def samples_within(
+    root: Path,
+    stem: str,
+    limit: int | None,
+    on_error: Callable[[DataError], None],
+    *,
+    check_images: bool = True,
+) -> Iterator[Sample]:
+    """Yield the rows among the first `limit` lines of a file (`--limit`; None: all of them).
+
+    `on_error` hears of the lines within the limit that are no rows, as `eval` reports them.
+    """
+    seen = 0
+
+    def counted(error: DataError) -> None:
+        nonlocal seen
+        seen += 1
+        if limit is None or seen <= limit:
+            on_error(error)
+
+    for sample in iter_samples(root, stem, on_error=counted, check_images=check_images):
+        seen += 1
+        if limit is not None and seen > limit:
+            return
+        yield sample

@@ -26,8 +26,8 @@ from typing import Any
 
 from pipeline.cache import ResponseCache
 from pipeline.config import EvalConfig
-from pipeline.dataset import files_with_rows, find_root, iter_samples, resolve_image
-from pipeline.errors import ConfigError, DataError
+from pipeline.dataset import dataset_files, resolve_image, samples_within
+from pipeline.errors import DataError
 from pipeline.images import file_digest
 from pipeline.judge import KEYWORD_TEMPERATURE, keyword_prompt, mapper_prompt
 from pipeline.models import response_key
@@ -198,20 +198,11 @@ def _samples(
     cfg: EvalConfig, root: Path, stem: str, invalid: list[int], *, check: bool
 ) -> list[Sample]:
     """Return the rows among the first `--limit` lines, as `eval` takes them."""
-    limit, seen, out = cfg.limit, 0, []
 
-    def on_error(error: DataError) -> None:
-        nonlocal seen
-        seen += 1
-        if limit is None or seen <= limit:
-            invalid[0] += 1
+    def on_error(_error: DataError) -> None:
+        invalid[0] += 1
 
-    for sample in iter_samples(root, stem, on_error=on_error, check_images=check):
-        seen += 1
-        if limit is not None and seen > limit:
-            break
-        out.append(sample)
-    return out
+    return list(samples_within(root, stem, cfg.limit, on_error, check_images=check))
 
 
 class _Probe:
@@ -253,12 +244,7 @@ def estimate(cfg: EvalConfig, *, quick: bool = False) -> Plan:
     `quick` (the line `eval` prints) looks neither into the response cache nor at every image:
     tokens come from a random sample of about `QUICK_ROWS` rows per file, scaled up.
     """
-    root = find_root(cfg.data)
-    present = [s for s in cfg.files if (root / f"{s}.jsonl").exists()]
-    if not present:
-        msg = f"{cfg.data}: none of {', '.join(cfg.files)} (.jsonl) found"
-        raise ConfigError(msg)
-    stems, notes = files_with_rows(root, present)
+    root, stems, notes = dataset_files(cfg.data, cfg.files)
     done = {stem: _run_folder(cfg.run_dir / f"{stem}.jsonl") for stem in stems}
     mcq = sum(d.mcq for d in done.values())
     share = sum(d.unreadable for d in done.values()) / mcq if mcq else DEFAULT_UNREADABLE

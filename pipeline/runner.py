@@ -21,8 +21,8 @@ from pipeline.answers import result_row, unanswered
 from pipeline.batcher import BatchModel
 from pipeline.cache import ResponseCache
 from pipeline.config import EvalConfig
-from pipeline.dataset import count_rows, files_with_rows, find_root, iter_samples
-from pipeline.errors import ConfigError, DataError, FatalAPIError, os_reason
+from pipeline.dataset import count_rows, dataset_files, samples_within
+from pipeline.errors import DataError, FatalAPIError, os_reason
 from pipeline.judge import Judge
 from pipeline.lock import make_run_dir
 from pipeline.models import APIModel, Responder
@@ -93,12 +93,7 @@ class Run:
         self.show_progress = show_progress
         self.board = board  # a display shared with other runs (sweep): this run's line on it
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
-        self.root = find_root(cfg.data)
-        present = [s for s in cfg.files if (self.root / f"{s}.jsonl").exists()]
-        if not present:
-            msg = f"{cfg.data}: none of {', '.join(cfg.files)} (.jsonl) found"
-            raise ConfigError(msg)
-        self.stems, warnings = files_with_rows(self.root, present)
+        self.root, self.stems, warnings = dataset_files(cfg.data, cfg.files)
         for warning in warnings:
             self.on_invalid(warning)
         self.outputs = {s: ResultsFile(cfg.run_dir / f"{s}.jsonl") for s in self.stems}
@@ -124,21 +119,13 @@ class Run:
 
     def _samples(self, stem: str) -> Iterator[Sample]:
         """Stream the rows among the first `--limit` lines of one file; report lines not rows."""
-        limit, seen = self.cfg.limit, 0
 
         def on_error(error: DataError) -> None:
-            nonlocal seen
-            seen += 1
-            if limit is None or seen <= limit:
-                self.state.invalid.append(str(error))
-                self.on_invalid(str(error))
-                self._progress.advance(1, self.state.scorer.running())
+            self.state.invalid.append(str(error))
+            self.on_invalid(str(error))
+            self._progress.advance(1, self.state.scorer.running())
 
-        for sample in iter_samples(self.root, stem, on_error=on_error):
-            seen += 1
-            if limit is not None and seen > limit:
-                return
-            yield sample
+        return samples_within(self.root, stem, self.cfg.limit, on_error)
 
     async def _produce(
         self, queue: asyncio.Queue[tuple[str, Sample] | None], sink: asyncio.Queue[Item]
