@@ -64,20 +64,10 @@ def _usd(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _rates(price: Price, batch: bool) -> tuple[float, float]:
-    """Return the (input, output) USD per 1M tokens a call pays, online or through a batch."""
-    if not batch:
-        return price.input, price.output
-    return (
-        price.batch_input if price.batch_input is not None else price.input / 2,
-        price.batch_output if price.batch_output is not None else price.output / 2,
-    )
-
-
 def _price_json(price: Price | None, batch: bool) -> dict[str, Any] | None:
     if price is None:
         return None
-    rate_in, rate_out = _rates(price, batch)
+    rate_in, rate_out = price.rates(batch=batch)
     return {
         "input": rate_in,
         "output": rate_out,
@@ -102,7 +92,7 @@ def _duration(seconds: float) -> str:
 
 
 def _price_line(who: str, price: Price, batch: bool) -> str:
-    rate_in, rate_out = _rates(price, batch)
+    rate_in, rate_out = price.rates(batch=batch)
     kind = " (batch)" if batch else ""
     dated = "given" if price.date == "given" else f"dated {price.date or '-'}"
     return (

@@ -33,12 +33,18 @@ class Price:
     date: str = ""  # when the source showed this price
     source: str = ""  # where it comes from (a URL, or "--price-in/--price-out")
 
+    def rates(self, *, batch: bool = False) -> tuple[float, float]:
+        """Return (input, output) USD per 1M tokens; through a Batch API its price, else half."""
+        if not batch:
+            return self.input, self.output
+        return (
+            self.batch_input if self.batch_input is not None else self.input / 2,
+            self.batch_output if self.batch_output is not None else self.output / 2,
+        )
+
     def cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
         """Return the USD cost of one call's tokens, at the batch price when `batch`."""
-        rate_in, rate_out = self.input, self.output
-        if batch:
-            rate_in = self.batch_input if self.batch_input is not None else self.input / 2
-            rate_out = self.batch_output if self.batch_output is not None else self.output / 2
+        rate_in, rate_out = self.rates(batch=batch)
         return (prompt_tokens * rate_in + completion_tokens * rate_out) / MILLION
 
 
