@@ -146,7 +146,7 @@ class BatchModel:
             await asyncio.wait([line.done])  # a duplicate row: paid once, then a cache hit
         new = line is None  # else a line of a batch an earlier invocation left pending
         if line is None:
-            if (hit := self._hit(key)) is not None:
+            if (hit := self.online.cached(key)) is not None:
                 return hit
             line = self._line(key)
         line.claimed = True
@@ -167,13 +167,6 @@ class BatchModel:
             del self._lines[key]
         if not line.done.done():
             line.done.set_result(None)
-
-    def _hit(self, key: str) -> Outcome | None:
-        cache, price = self.online.cache, self.cfg.price
-        if cache is None or (hit := cache.get(key)) is None:
-            return None
-        saved = price.cost(hit.prompt_tokens, hit.completion_tokens) if price else 0.0
-        return Outcome(hit, usage=Usage(cache_hits=1, saved_usd=saved))
 
     async def _follow(self, key: str, line: _Line, sample: Sample, request: ChatRequest) -> Outcome:
         """Wait for the key's answer; send it again while its failures are transient."""
@@ -197,9 +190,10 @@ class BatchModel:
     ) -> Outcome | None:
         """Write the key's line into the open input file; return the row's outcome if it cannot."""
         cfg = self.cfg
-        if reserve and self.budget is not None and cfg.price is not None:
+        budget = self.budget
+        if reserve and budget is not None and budget.cap is not None and cfg.price is not None:
             cost = request_cost(cfg.price, request, cfg.spec.model, cfg.spec.provider, batch=True)
-            line.reserved = self.budget.reserve(cost)  # CostCapReached stops the run
+            line.reserved = budget.reserve(cost)  # CostCapReached stops the run
         image_url = None
         if request.image is not None:
             images = self.online.images

@@ -153,7 +153,7 @@ class APIModel:
         # then read its answer from the cache.
         while (pending := self._in_flight.get(key)) is not None:
             await asyncio.wait([pending])
-        if (hit := self._cached(key)) is not None:
+        if (hit := self.cached(key)) is not None:
             return hit
         done = self._in_flight[key] = asyncio.get_running_loop().create_future()
         try:
@@ -163,18 +163,19 @@ class APIModel:
             poll = _CLAIM_POLL
             while not self.claims.try_claim(key):
                 await asyncio.sleep(poll)
-                if (hit := self._cached(key)) is not None:
+                if (hit := self.cached(key)) is not None:
                     return hit
                 poll = min(poll * 2, _CLAIM_POLL_MAX)
             try:  # answered by the other process between the miss above and the claim?
-                return self._cached(key) or await self._fetch(request, key)
+                return self.cached(key) or await self._fetch(request, key)
             finally:
                 self.claims.release(key)
         finally:
             del self._in_flight[key]
             done.set_result(None)
 
-    def _cached(self, key: str) -> Outcome | None:
+    def cached(self, key: str) -> Outcome | None:
+        """Return the cached answer of a request key (a hit, with what it saved), or None."""
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             saved = self._cost(hit)  # what the hit would have cost, at today's price
             return Outcome(hit, usage=Usage(cache_hits=1, saved_usd=saved))
@@ -187,8 +188,8 @@ class APIModel:
 
     def _reserve(self, request: ChatRequest) -> float:
         """Reserve the request's cost bound in the budget; `CostCapReached` past the cap."""
-        if self.budget is None or self.cfg.price is None:
-            return 0.0
+        if self.budget is None or self.budget.cap is None or self.cfg.price is None:
+            return 0.0  # no cap: no estimate to make (it reads the image's header)
         spec = self.cfg.spec
         return self.budget.reserve(request_cost(self.cfg.price, request, spec.model, spec.provider))
 
