@@ -9,7 +9,7 @@ CHROME := $(VENV)/.installed-chromium
 MODEL  ?= qwen
 DATA   ?= $(DRVD_DATA)
 OUT    ?= runs
-SAMPLE := pipeline/sample
+SAMPLE := pipeline/data/sample
 COMMA  := ,
 SPACE  := $(subst ,, )
 

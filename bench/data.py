@@ -7,11 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.dataset import iter_samples, present_files
-from pipeline.images import ImageCache
-from pipeline.prompts import build_request
+from pipeline.data.dataset import iter_samples, present_files
+from pipeline.data.images import ImageCache
+from pipeline.data.prompts import build_request
+from pipeline.data.synthetic import FULL_SIZES, LARGE_SIZE, write_images, write_rows
 from pipeline.records import ImageSpec
-from pipeline.synthetic import FULL_SIZES, LARGE_SIZE, write_images, write_rows
 
 
 def make_full(root: Path, *, rows: int, images: int, large: int) -> tuple[list[str], str]:
@@ -21,7 +21,7 @@ def make_full(root: Path, *, rows: int, images: int, large: int) -> tuple[list[s
     write_rows(root, paths, total=rows, seed=0)
     took = time.perf_counter() - t0
     return paths, (
-        f"data: {rows:,} synthetic rows in the DrVD-Bench format (`pipeline.synthetic`, split "
+        f"data: {rows:,} synthetic rows in the DrVD-Bench format (`pipeline.data.synthetic`, split "
         f"45/35/12/8 % over the four files) cycling over {images} distinct images, "
         f"{min(FULL_SIZES)}-{max(FULL_SIZES)} px on the long side plus {large} of "
         f"{LARGE_SIZE:,} px, a third of them PNG; every prompt is unique; generated in {took:.1f} s"

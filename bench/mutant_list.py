@@ -35,7 +35,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- runner: resume --------------------------------------------------------------------------
     Mutant(
         "resume-resends-done",
-        "pipeline/runner.py",
+        "pipeline/run/runner.py",
         "                if (stem, sample.key) in self.state.done:\n                    continue\n",
         "",
         "a resumed run re-answers every finished row: with --no-cache (or a new cache) it pays "
@@ -44,7 +44,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "failed-rows-count-as-done",
-        "pipeline/runner.py",
+        "pipeline/run/runner.py",
         "        if row.error is None:  # failed rows are counted by the scorer and sent again\n",
         "        if True:\n",
         "rows that failed after all retries are never tried again on rerun: they stay wrong",
@@ -53,7 +53,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- models: cache key -----------------------------------------------------------------------
     Mutant(
         "image-digest-not-in-key",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "self._answer(request, self.cache_key(request, digest))",
         "self._answer(request, self.cache_key(request, None))",
         "two images with the same question share one cached answer: wrong answers, silently",
@@ -61,7 +61,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "api-key-in-cache-key",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "endpoint=first_url(cfg.spec.base_url),",
         'endpoint=first_url(cfg.spec.base_url) + (cfg.api_key or ""),',
         "rotating the API key empties the cache (everything is paid again) and hashes the secret",
@@ -70,7 +70,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- models: the cache -----------------------------------------------------------------------
     Mutant(
         "cache-not-written",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "            self.cache.put(key, completion)  # durable before the row can count as done\n",
         "            pass\n",
         "no answer is ever cached: a rerun into a new --out pays for every call again",
@@ -78,7 +78,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "cache-written-after-row",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "            self.cache.put(key, completion)  # durable before the row can count as done\n",
         "            asyncio.get_running_loop().call_later(1.0, self.cache.put, key, completion)\n",
         "the row is recorded before its answer is cached: a crash in between pays that call again",
@@ -86,7 +86,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "errors-cached",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "        except APIError as exc:\n            return Outcome(",
         "        except APIError as exc:\n"
         "            if self.cache is not None:\n"
@@ -98,7 +98,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- models: slots, throttle, fatal errors, usage --------------------------------------------
     Mutant(
         "slot-held-across-backoff",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "        async for attempt in AsyncRetrying(**self._retry_kwargs):\n"
         "            with attempt:\n",
         "        async with self.replicas.slots:\n"
@@ -109,7 +109,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "semaphore-per-attempt",
-        "pipeline/replicas.py",
+        "pipeline/model/replicas.py",
         "            async with self.slots:  # a slot first",
         "            async with asyncio.Semaphore(len(self.replicas)):  # a slot first",
         "--concurrency is not enforced: every row is in flight at once and the provider 429s",
@@ -117,7 +117,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "fatal-does-not-stop-others",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "            self.replicas.stopped = self.replicas.stopped or exc\n",
         "",
         "after a bad key or an empty account every queued row still sends its request",
@@ -125,7 +125,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "usage-retries-off-by-one",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "retries=sent[0] - 1,",
         "retries=sent[0],",
         "the summary reports one retry per answered row even when nothing was retried",
@@ -134,7 +134,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- ratelimit -------------------------------------------------------------------------------
     Mutant(
         "rpm-not-paced",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        self.rate: float | None = self.ceiling if rpm else None",
         "        self.rate: float | None = None",
         "--rpm is only a ceiling, never a pace: a minute's allowance goes out at once, into 429s",
@@ -142,7 +142,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "pause-shortened",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        if until > self._paused_until:\n",
         "        if True:\n",
         "a later, shorter 429 hint cuts short a longer pause already in force: more 429s",
@@ -151,7 +151,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- the learned rate (issue #12) -------------------------------------------------------------
     Mutant(
         "429-pauses-own-row-only",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        if pause is not None:\n            self.pause(pause)\n",
         "",
         "after a 429 every worker keeps sending at once: a storm of 429s and a longer ban",
@@ -159,7 +159,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "pause-ignores-retry-after",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        pause = retry_after\n",
         "        pause = None\n",
         "the endpoint's Retry-After is ignored: re-sends land inside the ban, or wait needlessly",
@@ -167,7 +167,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "rate-never-cut",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        self.rate = min(self.ceiling, max(_MIN_RATE, _BETA * base))\n",
         "        base = base\n",
         "an unknown limit is never learned: the run keeps sending unpaced into 429s",
@@ -175,7 +175,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "every-429-cuts",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "        if ticket.sent < self._cut_at or self._pending is not None:\n",
         "        if False:\n",
         "each 429 of one burst cuts the rate again: the pace collapses far below the limit",
@@ -183,7 +183,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "pause-keeps-reserved-slots",
-        "pipeline/ratelimit.py",
+        "pipeline/model/pacing.py",
         "            if epoch == self._epoch:  # no pause or cut voided the slot meanwhile\n",
         "            if True:\n",
         "slots handed out before a 429 are sent during its pause and on top of the new pace",
@@ -191,7 +191,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "429-spends-retries",
-        "pipeline/replicas.py",
+        "pipeline/model/replicas.py",
         '            return "limited"\n',
         '            return "retry"\n',
         "every 429 spends one of the row's retries: a 429 storm fails rows that would have answered",
@@ -199,7 +199,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "limit-headers-ignored",
-        "pipeline/client.py",
+        "pipeline/model/client.py",
         "        if self.on_headers is not None:\n            self.on_headers(headers)\n",
         "",
         "OpenAI's x-ratelimit-* headers are never read: the limit is learned from 429s instead",
@@ -207,7 +207,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "replica-never-benched",
-        "pipeline/replicas.py",
+        "pipeline/model/replicas.py",
         "            self._bench(replica)\n",
         "            pass\n",
         "a dead replica keeps getting requests: rows fail on it, or time out",
@@ -215,7 +215,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "failover-to-the-same-replica",
-        "pipeline/replicas.py",
+        "pipeline/model/replicas.py",
         "key=lambda r: (r is avoid, max(r.benched_until - now, 0.0), r.in_flight)",
         "key=lambda r: (max(r.benched_until - now, 0.0), r.in_flight)",
         "a request a replica failed goes back to it (it answers fastest): rows fail that another "
@@ -225,7 +225,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- retry: classification and backoff -------------------------------------------------------
     Mutant(
         "retry-after-not-parsed",
-        "pipeline/retry.py",
+        "pipeline/model/retry.py",
         "    retry_after = _retry_after(hdrs, message)\n",
         "    retry_after = None\n",
         "Retry-After / retry-after-ms / 'try again in' are ignored: retries land inside the ban",
@@ -233,7 +233,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "backoff-ignores-hint",
-        "pipeline/retry.py",
+        "pipeline/model/retry.py",
         "        return max(hint or 0.0, jitter)\n",
         "        return jitter\n",
         "a row retries after its jittered backoff even when the server asked for a longer wait",
@@ -241,7 +241,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "moderation-retried",
-        "pipeline/retry.py",
+        "pipeline/model/retry.py",
         'make(RowError, "Content moderation refused this row; it is not retried.")',
         'make(RetryableError, "Content moderation refused this row; it is not retried.")',
         "a moderated row is sent 7 times, paid each time, and delays the run by its backoff",
@@ -249,7 +249,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "503-not-retried",
-        "pipeline/retry.py",
+        "pipeline/model/retry.py",
         "    if status in (408, 409) or status >= 500:\n"
         '        return make(RetryableError, "Transient (retryable).")\n'
         "    if 400 <= status < 500:\n",
@@ -261,7 +261,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "401-retryable",
-        "pipeline/retry.py",
+        "pipeline/model/retry.py",
         "    if status in (401, 403):\n",
         "    if status == 401:\n"
         '        return make(RetryableError, "Unauthorized (retryable).")\n'
@@ -272,7 +272,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- client ----------------------------------------------------------------------------------
     Mutant(
         "secret-not-scrubbed",
-        "pipeline/client.py",
+        "pipeline/model/client.py",
         '    return headers, Redactor(api_key, password, basic.removeprefix("Basic ") if basic else None)\n',
         "    return headers, Redactor()\n",
         "a gateway that echoes the key puts it in error messages, results files and logs",
@@ -307,7 +307,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- scoring ---------------------------------------------------------------------------------
     Mutant(
         "mcq-strip",
-        "pipeline/scoring.py",
+        "pipeline/scoring/official.py",
         'return response == answer.split(".")[0].strip()',
         'return response.strip() == answer.split(".")[0].strip()',
         "MCQ scores differ from the official scorer, which compares the response unstripped",
@@ -315,7 +315,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "joint-strip",
-        "pipeline/scoring.py",
+        "pipeline/scoring/official.py",
         "tokens[i] == letter)",
         "tokens[i].strip() == letter)",
         "joint 'B, D, A, C' scores right while the official split (no strip) scores it wrong",
@@ -323,7 +323,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "empty-report-scored",
-        "pipeline/scoring.py",
+        "pipeline/scoring/official.py",
         "answer and isinstance(response, str) and response):",
         "answer and isinstance(response, str)):",
         "empty report predictions are scored (BLEU 0) instead of dropped as official",
@@ -331,7 +331,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "quirks-scores-extracted",
-        "pipeline/scoring.py",
+        "pipeline/scoring/official.py",
         "response = official_response(row) if official_quirks else row.model_response",
         "response = row.model_response",
         "--official-quirks scores our extracted answers: it no longer reproduces the official scorer",
@@ -340,7 +340,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- summary ---------------------------------------------------------------------------------
     Mutant(
         "errors-not-in-denominator",
-        "pipeline/summary.py",
+        "pipeline/scoring/summary.py",
         "def _mcq_section(rows: Iterable[RowScore]) -> dict[str, Any]:\n    rows = list(rows)\n",
         "def _mcq_section(rows: Iterable[RowScore]) -> dict[str, Any]:\n"
         "    rows = [r for r in rows if not r.error]\n",
@@ -349,7 +349,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "usage-from-counters",
-        "pipeline/summary.py",
+        "pipeline/scoring/summary.py",
         "used = sum((r.usage for r in rows), Usage())",
         "used = sum((r.usage + r.judge_usage for r in rows), Usage())",
         "the model's usage in summary.json includes the judge's calls and tokens",
@@ -358,7 +358,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- cost ------------------------------------------------------------------------------------
     Mutant(
         "cap-ignores-in-flight",
-        "pipeline/prices.py",
+        "pipeline/providers/prices.py",
         "self.spent + self.reserved + usd > self.cap",
         "self.spent + usd > self.cap",
         "--max-cost lets every request in flight through: the run overshoots the cap",
@@ -366,7 +366,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "cap-forgets-earlier-runs",
-        "pipeline/runner.py",
+        "pipeline/run/runner.py",
         'self.budget.spent = self.state.scorer.running()["cost_usd"]',
         "self.budget.spent = 0.0",
         "a rerun with the same --max-cost spends the cap again",
@@ -374,7 +374,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "cache-hit-costs",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "return Outcome(hit, usage=Usage(cache_hits=1, saved_usd=saved))",
         "return Outcome(hit, usage=Usage(cache_hits=1, cost_usd=saved))",
         "a cached rerun reports (and caps) money it never paid",
@@ -382,7 +382,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "batch-billed-online",
-        "pipeline/batcher.py",
+        "pipeline/model/batch/responder.py",
         "cost = price.cost(prompt, out, batch=True) if price is not None else 0.0",
         "cost = price.cost(prompt, out) if price is not None else 0.0",
         "--batch runs report twice what they cost",
@@ -390,7 +390,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "batch-rerun-resubmits",
-        "pipeline/batcher.py",
+        "pipeline/model/batch/responder.py",
         "for entry in load_records(self.record):",
         "for entry in load_records(self.record)[:0]:",
         "a rerun after a crash submits (and pays for) pending batches again",
@@ -399,7 +399,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- compare and the report -------------------------------------------------------------------
     Mutant(
         "mcnemar-one-sided",
-        "pipeline/stats.py",
+        "pipeline/scoring/stats.py",
         "p: float = 2 * tail / 2**n",
         "p: float = tail / 2**n",
         "paired tests call differences significant at half the evidence",
@@ -407,7 +407,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "wilson-is-wald",
-        "pipeline/stats.py",
+        "pipeline/scoring/stats.py",
         "centre = p + z2 / (2 * n)",
         "centre = p",
         "leaderboard intervals are off-centre, worst on small cells",
@@ -415,7 +415,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "report-sent-images-per-run",
-        "pipeline/report.py",
+        "pipeline/views/page.py",
         "sent = cache_root / SENT if cache_root is not None else thumbs",
         "sent = thumbs",
         "every run folder copies every image as sent: hundreds of MB per full run",
@@ -423,7 +423,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "report-partial-chain-right",
-        "pipeline/report.py",
+        "pipeline/views/page.py",
         'out["v"] = "right" if score.hits and all(score.hits) else "wrong"',
         'out["v"] = "right" if score.hits and any(score.hits) else "wrong"',
         "the results browser files a joint row with one level right under `right`",
@@ -432,7 +432,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- extract and judge -----------------------------------------------------------------------
     Mutant(
         "extract-unoffered-letter",
-        "pipeline/extract.py",
+        "pipeline/scoring/reader.py",
         '        letter = match["letter"].upper()\n'
         "        return letter if letter in offered else None\n",
         '        return match["letter"].upper()\n',
@@ -441,7 +441,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "judge-grades-extracted-rows",
-        "pipeline/judge.py",
+        "pipeline/scoring/judge.py",
         'if row.kind in ("evidence", "independent") and row.answer_source == "none":',
         'if row.kind in ("evidence", "independent"):',
         "every MCQ row is paid for again by the judge, whose mapping may override a read answer",
@@ -450,7 +450,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- dataset, images, prompts ----------------------------------------------------------------
     Mutant(
         "key-by-line-number",
-        "pipeline/dataset.py",
+        "pipeline/data/dataset.py",
         'key = f"{digest}#{seen[digest]}"',
         'key = f"{digest}#{line_no}"',
         "a reordered or merged dataset file re-runs (and re-pays) every moved row on resume",
@@ -458,7 +458,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "resize-rounds",
-        "pipeline/images.py",
+        "pipeline/data/images.py",
         "(int(w * ratio), int(h * ratio))",
         "(round(w * ratio), round(h * ratio))",
         "images sent differ by a pixel from the official encoder's: not the official protocol",
@@ -466,7 +466,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "template-from-first-row",
-        "pipeline/runner.py",
+        "pipeline/run/runner.py",
         "            request = build_request(sample, self.cfg.protocol",
         "            first = self.__dict__.setdefault(f'first {stem}', sample)  # the file's first row\n"
         '            as_first = __import__("dataclasses").replace(sample, kind=first.kind)\n'
@@ -476,7 +476,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "independent-no-max-tokens",
-        "pipeline/prompts.py",
+        "pipeline/data/prompts.py",
         "            max_tokens=DISCRETE_MAX_TOKENS,\n",
         "",
         "independent_qa is sent without max_tokens 50: long, costly replies, not the protocol",
@@ -502,7 +502,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "no-request-claims",
-        "pipeline/models.py",
+        "pipeline/model/responder.py",
         "        self.claims = RequestClaims(cache.dir) if cache is not None else None\n",
         "        self.claims = None\n",
         "two runs started together on one cache pay for every request twice",

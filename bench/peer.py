@@ -17,9 +17,9 @@ from typing import Any
 from bench.proc import ChildRun, Sim, clean_env, run_child
 from bench.sections import MAIN_C, Bench, Measured
 from bench.table import Line, ratio
-from pipeline.dataset import iter_samples, present_files
-from pipeline.images import ImageCache
-from pipeline.prompts import build_request
+from pipeline.data.dataset import iter_samples, present_files
+from pipeline.data.images import ImageCache
+from pipeline.data.prompts import build_request
 
 LATENCIES = (0.5, 0.1)
 TARGETS = {0.5: 1.8, 0.1: 5.0}  # issue #5: our steady rows/s over inspect-ai's

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.proc import REPO
 from bench.table import Line
-from pipeline.extract import extract_chain, extract_choice
+from pipeline.scoring.reader import extract_chain, extract_choice
 
 RECALL_TARGET = 0.99
 

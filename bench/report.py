@@ -28,7 +28,7 @@ from bench.proc import ChildRun, Server, Sim, clean_env, run_child
 from bench.sections import Bench
 from bench.table import Line, ratio
 from pipeline.records import FILES
-from pipeline.report import ASSETS, REPORT_NAME, SENT, THUMB_PX
+from pipeline.views.page import ASSETS, REPORT_NAME, SENT, THUMB_PX
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 LOADS = 3  # timed page loads, after one warm-up

@@ -22,7 +22,7 @@ from bench.data import make_full, make_scaled, prewarm, subset
 from bench.proc import FAULT_KINDS, ChildRun, Server, Sim, free_port, run_pipeline
 from bench.reader import section_reader
 from bench.table import Line, ratio
-from pipeline.images import ImageCache, encode_image
+from pipeline.data.images import ImageCache, encode_image
 from pipeline.records import ImageSpec
 
 SECTIONS = (

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pipeline.config import EvalConfig, load_config
-from pipeline.runner import RunResult, run_eval
-from pipeline.summary import score_run
+from pipeline.run.runner import RunResult, run_eval
+from pipeline.scoring.summary import score_run
 
 __version__ = "0.1.0"
 

@@ -7,12 +7,12 @@ from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.prompts import PROTOCOLS
 from pipeline.knobs import DEFAULT_OUT, KNOBS
-from pipeline.prompts import PROTOCOLS
 from pipeline.records import FILES
-from pipeline.sweep import HELP
+from pipeline.run.sweep import HELP
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 
 
 def _env_help() -> str:

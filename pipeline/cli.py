@@ -17,33 +17,30 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.args import SAMPLE_DIR, build_parser
-from pipeline.cache import ResponseCache
-from pipeline.compare import run_compare
+from pipeline.compare.comparison import run_compare
 from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
-from pipeline.errors import ConfigError, FatalAPIError, PipelineError, WriteError, os_reason
-from pipeline.lock import run_lock
-from pipeline.plan import estimate
-from pipeline.planview import eval_line, plan_json, plan_lines
-from pipeline.redact import show_url
-from pipeline.registry import MODELS
-from pipeline.render import failure_lines, render
-from pipeline.report import REPORT_NAME, try_write_report, write_report
-from pipeline.runner import (
-    EXIT_COST,
-    EXIT_FATAL,
-    EXIT_USAGE,
-    EXIT_WRITE,
-    INTERRUPTED,
-    RunResult,
-    run_eval,
+from pipeline.errors import (
+    ConfigError,
+    ExitCode,
+    FatalAPIError,
+    PipelineError,
+    WriteError,
+    os_reason,
 )
-from pipeline.summary import SUMMARY_NAME, read_summary, score_run, write_summary
-from pipeline.sweep import Sweep, sweep_configs
+from pipeline.model.cache import ResponseCache
+from pipeline.plan.estimate import estimate
+from pipeline.plan.view import eval_line, plan_json, plan_lines
+from pipeline.providers.registry import MODELS
+from pipeline.redact import show_url
+from pipeline.run.lock import run_lock
+from pipeline.run.runner import INTERRUPTED, RunResult, run_eval
+from pipeline.run.sweep import Sweep, sweep_configs
+from pipeline.scoring.summary import SUMMARY_NAME, read_summary, score_run, write_summary
+from pipeline.views.page import REPORT_NAME, try_write_report, write_report
+from pipeline.views.terminal import failure_lines, render
 
-EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
-EXIT_INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
 # A sweep exits with its worst run's status.
-WORST = (0, 1, 2, EXIT_FATAL, EXIT_COST, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_INTERNAL)
+WORST = tuple(ExitCode)
 # Ctrl-C; docker stop, Slurm, Kubernetes; a closed terminal: all stop the run the same way.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
@@ -65,7 +62,7 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     console.print(escape(eval_line(estimate(cfg, quick=True))), highlight=False, soft_wrap=True)
     try:
         with run_lock(cfg.run_dir, "eval"):
-            result = _run(run_eval(cfg, show_progress=not args.quiet))
+            result = _run(run_eval(cfg, show_progress=not args.quiet, write_page=try_write_report))
     except (KeyboardInterrupt, Stopped) as exc:
         # The runner wrote the summary of every row recorded before the interrupt.
         if summary := read_summary(cfg.run_dir):
@@ -80,7 +77,9 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
-    sweep = Sweep(sweep_configs(vars(args)), show_progress=not args.quiet)
+    sweep = Sweep(
+        sweep_configs(vars(args)), show_progress=not args.quiet, write_page=try_write_report
+    )
     console.print(sweep.header(), highlight=False)
     stopped = None
     try:
@@ -100,10 +99,10 @@ def _ended(result: RunResult | None, error: Exception | None = None, who: str = 
         print(f"error: {who}{message}", file=sys.stderr)
         return code
     if result is None:
-        return EXIT_INTERRUPTED  # its partial summary is written
-    if result.exit_code == EXIT_COST:  # not an error: the cap the user set did its job
+        return ExitCode.INTERRUPTED  # its partial summary is written
+    if result.exit_code == ExitCode.COST:  # not an error: the cap the user set did its job
         print(f"{who}stopped: {result.fatal}", file=sys.stderr)
-        return EXIT_COST
+        return ExitCode.COST
     if result.fatal:  # one line: what stopped the run (the summary has the rest)
         print(f"error: {who}stopped: {result.fatal}", file=sys.stderr)
     for line in [] if result.fatal else failure_lines(result.summary):
@@ -117,7 +116,7 @@ def _stopped(exc: KeyboardInterrupt | Stopped) -> int:
         print(f"stopped by {exc.name}: {INTERRUPTED}", file=sys.stderr)
         return 128 + exc.signum
     print(INTERRUPTED, file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return ExitCode.INTERRUPTED
 
 
 class Stopped(Exception):
@@ -209,7 +208,7 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             print(note, file=sys.stderr)
     render(summary, console)
     console.print(f"report: {args.run_dir / REPORT_NAME}")
-    return 0
+    return ExitCode.OK
 
 
 def _view(args: argparse.Namespace, console: Console) -> int:
@@ -224,17 +223,17 @@ def _view(args: argparse.Namespace, console: Console) -> int:
     console.print(str(path), highlight=False, soft_wrap=True)
     if args.open:
         webbrowser.open(path.as_uri())
-    return 0
+    return ExitCode.OK
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
     plan = estimate(load_config(vars(args), keys=False))
     if args.json:
         print(orjson.dumps(plan_json(plan)).decode())
-        return 0
+        return ExitCode.OK
     for line in plan_lines(plan):
         console.print(escape(line), highlight=False, soft_wrap=True)
-    return 0
+    return ExitCode.OK
 
 
 def _cache(args: argparse.Namespace, console: Console) -> int:
@@ -245,7 +244,7 @@ def _cache(args: argparse.Namespace, console: Console) -> int:
     else:
         stats = cache.stats()
         console.print(f"{root}: {stats['entries']} responses, {stats['bytes'] / 1e6:.1f} MB")
-    return 0
+    return ExitCode.OK
 
 
 def _models(args: argparse.Namespace, console: Console) -> int:
@@ -269,7 +268,7 @@ def _models(args: argparse.Namespace, console: Console) -> int:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         console.print(escape(line.rstrip()), highlight=False, soft_wrap=True)
     console.print("openai:<id> any OpenAI-compatible server, with --base-url (key: DRVD_API_KEY)")
-    return 0
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command(args, console)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except Exception as exc:
         code, message = _error(exc)
         print(f"error: {message}", file=sys.stderr)
@@ -290,15 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _error(exc: Exception) -> tuple[int, str]:
     """Return the exit status of a failure and its one line (what follows `error: `)."""
     if isinstance(exc, FatalAPIError | WriteError):
-        return EXIT_FATAL if isinstance(exc, FatalAPIError) else EXIT_WRITE, str(exc)
+        return ExitCode.FATAL if isinstance(exc, FatalAPIError) else ExitCode.WRITE, str(exc)
     if isinstance(exc, OSError):  # a file we were told to use, or a disk that refuses a write
-        code = EXIT_WRITE if exc.errno in _WRITE_ERRNOS else EXIT_USAGE
+        code = ExitCode.WRITE if exc.errno in _WRITE_ERRNOS else ExitCode.USAGE
         return code, f"{exc.filename or 'a file'}: {os_reason(exc)}"
     if isinstance(exc, PipelineError):  # ConfigError, DataError, RunLocked
-        return EXIT_USAGE, str(exc)
+        return ExitCode.USAGE, str(exc)
     if debug():
         raise exc
-    return EXIT_INTERNAL, (
+    return ExitCode.INTERNAL, (
         f"internal error ({type(exc).__name__}: {show_url(str(exc))}); this is a bug: please "
         "report it with the output of the same command run with DRVD_DEBUG=1"
     )

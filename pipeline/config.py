@@ -8,14 +8,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.prompts import DEFAULT_PROTOCOL, DISCRETE_MAX_TOKENS, PROTOCOLS, SYSTEM_DISCRETE
 from pipeline.errors import ConfigError
-from pipeline.judge import DEFAULT_VARIANT, PROMPTS, Variant
 from pipeline.knobs import (
+    BERT_LAYERS,
+    BERT_MODEL,
     DEFAULT_BATCH_POLL,
     DEFAULT_CACHE_DIR,
     DEFAULT_FAIL_STREAK,
@@ -26,13 +29,8 @@ from pipeline.knobs import (
     KNOBS,
     Knob,
 )
-from pipeline.metrics import BERT_LAYERS, BERT_MODEL
-from pipeline.prices import Price, price_for
-from pipeline.prompts import DEFAULT_PROTOCOL, PROTOCOLS
-from pipeline.ratelimit import pace_problem
-from pipeline.records import FILES
-from pipeline.redact import show_value, split_url
-from pipeline.registry import (
+from pipeline.providers.prices import Price, price_for
+from pipeline.providers.registry import (
     DEFAULT_TIMEOUT,
     ModelSpec,
     load_models_file,
@@ -40,6 +38,10 @@ from pipeline.registry import (
     split_urls,
     thinking_body,
 )
+from pipeline.providers.tokens import MESSAGE_OVERHEAD, MIN_SIDE, ImageRule, image_rule, text_tokens
+from pipeline.records import FILES
+from pipeline.redact import show_value, split_url
+from pipeline.scoring.judge import DEFAULT_VARIANT, PROMPTS, Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,48 @@ def _price(spec: ModelSpec, values: Mapping[str, Any]) -> Price | None:
     return price
 
 
+MAX_CONCURRENCY = 4096  # requests in flight: far beyond any provider's limit
+_FD_MARGIN = 64  # files open besides the connections: results, cache entries, images, the loop
+
+
+def _open_files() -> int | None:
+    """Return the soft limit on this process's open files (None: unlimited, or not POSIX)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def pace_problem(
+    concurrency: int,
+    judge_concurrency: int,
+    tpm: float | None,
+    max_tokens: int | None,
+    image: ImageRule,
+) -> tuple[str, str] | None:
+    """Return the setting ("concurrency" or "tpm") the run cannot keep and why, with the fix."""
+    need, files = concurrency + judge_concurrency + _FD_MARGIN, _open_files()
+    if concurrency > MAX_CONCURRENCY:
+        return "concurrency", f"is more than {MAX_CONCURRENCY} requests in flight: lower it"
+    if files is not None and need > files:
+        lower = max(1, concurrency - need + files)
+        why = f"needs about {need} open files but this process may open {files}"
+        return "concurrency", f"{why}: raise the limit (ulimit -n {need}) or lower it to {lower}"
+    # The smallest request: the shortest prompt, the smallest image, the protocol's shortest reply.
+    smallest = (
+        text_tokens(SYSTEM_DISCRETE)
+        + 2 * MESSAGE_OVERHEAD
+        + image(MIN_SIDE, MIN_SIDE)
+        + (max_tokens or DISCRETE_MAX_TOKENS)
+    )
+    if tpm is not None and tpm < smallest:
+        why = f"is less than one request (about {smallest} tokens with an image)"
+        return "tpm", f"{why}: set it to at least {smallest}, or leave it out"
+    return None
+
+
 def load_config(
     flags: Mapping[str, Any], env: Mapping[str, str] | None = None, *, keys: bool = True
 ) -> EvalConfig:
@@ -295,7 +339,9 @@ def load_config(
         batch_poll=values["batch_poll"],
     )
     judged = cfg.judge.concurrency if cfg.judge else 0
-    if problem := pace_problem(cfg.concurrency, judged, cfg.tpm, spec.max_tokens):
+    if problem := pace_problem(
+        cfg.concurrency, judged, cfg.tpm, spec.max_tokens, image_rule(spec.model, spec.provider)
+    ):
         name, why = problem  # said as the user set it: flag, variable, or the model's own
         value, var = str(getattr(cfg, name)).removesuffix(".0"), f"DRVD_{name.upper()}"
         where = f"{name} {value} of model {spec.alias!r} ({spec.source})"

@@ -14,6 +14,21 @@ Messages say what failed, where, and what to do. They never contain an API key.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit statuses of every command, a sweep's being its worst run's (in this order)."""
+
+    OK = 0
+    FAILED_ROWS = 1  # some rows failed: rerun the same command to retry them
+    USAGE = 2  # a bad flag, variable, file or model name
+    FATAL = 3  # the provider refused the account or configuration
+    COST = 4  # --max-cost reached
+    WRITE = 5  # a file of the run cannot be written
+    INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP exit 128 + their number (143, 129)
+    INTERNAL = 70  # a bug: one line, the traceback only with DRVD_DEBUG=1
+
 
 class PipelineError(Exception):
     """Base class for every expected failure."""

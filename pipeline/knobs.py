@@ -9,11 +9,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pipeline.judge import DEFAULT_VARIANT
-from pipeline.metrics import BERT_LAYERS, BERT_MODEL
-from pipeline.registry import url_problem
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_CACHE_DIR = Path("cache")
@@ -22,6 +19,29 @@ DEFAULT_ROW_DEADLINE = 900.0  # seconds of retrying per row before it fails
 DEFAULT_FAIL_STREAK = 25  # same deterministic error on this many rows in a row stops the run
 DEFAULT_BATCH_POLL = 15.0  # seconds between looks at a pending batch
 DEFAULT_HOLD_SECONDS = 120.0  # a full disk: how long paid answers no file holds wait for space
+DEFAULT_KEYWORD_PROMPT: Final = "repo"  # the judge's keyword prompt: the official repository's
+BERT_MODEL = "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract"  # BERTScore, as the paper
+BERT_LAYERS = 12  # PubMedBERT's layer for BERTScore
+
+
+def url_problem(url: str) -> str | None:
+    """Say what is wrong with a base URL or a comma list of them (None when it can be used)."""
+    if "," in url:
+        entries = [u.strip() for u in url.split(",")]
+        if not all(entries):
+            return "has an empty entry in its comma list of replicas"
+        for i, entry in enumerate(entries, 1):
+            if problem := url_problem(entry):
+                return f"entry {i} of the list {problem}"
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "must start with http:// or https:// and a host, e.g. http://localhost:8000/v1"
+    try:
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        return "has an invalid port (percent-encode any / ? # @ in a password)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +198,7 @@ KNOBS = (
         "DRVD_KEYWORD_PROMPT",
         str,
         "report keyword prompt: repo or pypi (the two official scripts)",
-        DEFAULT_VARIANT,
+        DEFAULT_KEYWORD_PROMPT,
     ),
     Knob("bert_model", "DRVD_BERT_MODEL", str, "BERTScore model name or folder", BERT_MODEL),
     Knob(

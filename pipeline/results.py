@@ -22,7 +22,7 @@ import aiofiles
 import orjson
 from aiofiles.threadpool.binary import AsyncFileIO
 
-from pipeline.cache import write_atomic
+from pipeline.files import write_atomic
 from pipeline.records import FILES, ResultRow
 
 _SHOWN = 10  # damaged line numbers listed in a note

@@ -1,4 +1,4 @@
-"""Build the bundled DEMO sample in pipeline/sample/ (DrVD-Bench format, not DrVD-Bench data).
+"""Build the bundled DEMO sample in pipeline/data/sample/ (DrVD-Bench format, not DrVD-Bench data).
 
 The images come from files that PyPI packages ship inside their wheels; the questions, options
 and reports were written for this demo. The heavy inputs are NOT project dependencies, so run the
@@ -8,7 +8,7 @@ script from its own venv (pinned versions give byte-identical output on re-run):
     /tmp/samplevenv/bin/pip install pydicom==3.0.2 pydicom-data==1.0.0 scikit-image==0.26.0 \
         pillow==13.0.0 numpy==2.4.6
     /tmp/samplevenv/bin/pip install --no-deps wsidicom-data==0.3.0  # only its PNG tile is read
-    /tmp/samplevenv/bin/python scripts/make_sample.py            # rewrite pipeline/sample/
+    /tmp/samplevenv/bin/python scripts/make_sample.py            # rewrite pipeline/data/sample/
     /tmp/samplevenv/bin/python scripts/make_sample.py --check    # verify the committed copy
 
 `--jsonl-only` rewrites the four JSONL files and NOTICE.md without touching the images; it needs
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "data" / "sample"
 JSONL_FILES = ("visual_evidence_qa", "independent_qa", "joint_qa", "report_generation")
 
 # Versions the committed bytes were made with; others still work but may change the bytes.

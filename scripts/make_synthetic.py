@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from pipeline.synthetic import FULL_SIZE, FULL_SIZES, NOTICE, write_dataset
+from pipeline.data.synthetic import FULL_SIZE, FULL_SIZES, NOTICE, write_dataset
 
 
 def main() -> None:

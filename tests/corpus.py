@@ -17,7 +17,7 @@ from typing import Any
 if __name__ == "__main__":  # run as a script: read the extractor of this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.extract import extract_chain, extract_choice
+from pipeline.scoring.reader import extract_chain, extract_choice
 
 CORPUS = Path(__file__).with_name("corpus") / "replies.jsonl"
 

@@ -1,4 +1,4 @@
-"""What the fake server bills as `usage.prompt_tokens`, written apart from pipeline/tokens.py.
+"""What the fake server bills as `usage.prompt_tokens`, written apart from pipeline/providers/tokens.py.
 
 "flat": a quarter of the text's characters plus 85 for any image (like gpt-4o "low").
 "qwen28": as DashScope bills Qwen2.5-VL. Each image the request carries is decoded (base64 data

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 from procs import REPO, drvd, lines_of
 
+from pipeline.data.synthetic import write_dataset
 from pipeline.records import FILES, JOINT_LEVELS
-from pipeline.synthetic import write_dataset
 
-SAMPLE = REPO / "pipeline" / "sample"
+SAMPLE = REPO / "pipeline" / "data" / "sample"
 
 
 def sample_run(out: Path) -> Path:

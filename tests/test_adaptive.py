@@ -16,8 +16,8 @@ from conftest import VirtualClock
 from fakeserver import FakeConfig, running
 from test_models import api_model, load_samples, throttle_of
 
-from pipeline.prompts import build_request
-from pipeline.ratelimit import MARGIN, Throttle
+from pipeline.data.prompts import build_request
+from pipeline.model.pacing import MARGIN, Throttle
 
 LIMIT = 600  # requests per minute, enforced as 10 in any 1 s
 

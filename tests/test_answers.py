@@ -12,9 +12,10 @@ import pytest
 from fakeserver import MAPPER_MARKER, FakeConfig, running
 from test_runner import config, dataset, no_sleep, results
 
-from pipeline.answers import read_reply
+from pipeline.errors import ExitCode
 from pipeline.records import Completion, Sample
-from pipeline.runner import EXIT_FAILED_ROWS, EXIT_OK, run_eval
+from pipeline.run.runner import run_eval
+from pipeline.scoring.fate import read_reply
 
 OPTIONS = ["A. CT", "B. MRI", "C. Ultrasound"]
 MCQ = Sample("independent_qa", 1, "k", "independent", Path("x.png"), {"options": OPTIONS})
@@ -66,7 +67,7 @@ async def test_thoughts_are_kept_apart_and_never_read(tmp_path: Path, style: str
             data, tmp_path / "out", server.url, env={"DRVD_CACHE_DIR": str(tmp_path / "c")}
         )
         thinking = await run_eval(cfg, show_progress=False)
-    assert plain.exit_code == thinking.exit_code == EXIT_OK
+    assert plain.exit_code == thinking.exit_code == ExitCode.OK
     for stem in ("visual_evidence_qa", "independent_qa", "joint_qa"):
         assert thinking.summary["files"][stem] == plain.summary["files"][stem]
     rows = [r for rows in results(tmp_path / "out").values() for r in rows]
@@ -90,7 +91,7 @@ async def test_truncated_at_the_official_max_tokens_then_answered_with_more(
             section = first.summary["files"][stem]
             assert fates(first.summary, stem) == {"truncated": section["n"]}
             assert section["errors"] == section["n"]  # failed rows, still in the denominators
-        assert first.exit_code == EXIT_FAILED_ROWS
+        assert first.exit_code == ExitCode.FAILED_ROWS
         assert first.summary["usage"]["failed_rows"] == n_capped
         assert "warning: 10 replies in a row came back with no answer" in capsys.readouterr().err
         assert first.summary["usage"]["reasoning_tokens"] >= 120 * (80 - n_capped)
@@ -101,11 +102,11 @@ async def test_truncated_at_the_official_max_tokens_then_answered_with_more(
         sent = server.ledger.count()
         again = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         assert server.ledger.count() == sent + n_capped  # truncated replies are never cached
-        assert again.exit_code == EXIT_FAILED_ROWS
+        assert again.exit_code == ExitCode.FAILED_ROWS
         raised = config(data, tmp_path / "out", server.url, max_tokens=2048)
         fixed = await run_eval(raised, show_progress=False, sleep=no_sleep)
         limits = {e.params.get("max_tokens") for e in server.ledger.entries[sent + n_capped :]}
-    assert fixed.exit_code == EXIT_OK
+    assert fixed.exit_code == ExitCode.OK
     assert fixed.summary["usage"]["failed_rows"] == 0
     assert fixed.summary["run"]["deviations"] == {"max_tokens": 2048}
     assert limits == {2048}
@@ -142,7 +143,7 @@ async def test_every_reply_shape_has_its_fate(tmp_path: Path, shape, expected) -
     assert fates(result.summary, "independent_qa") == {fate: 20}
     rows = results(tmp_path / "out")["independent_qa"]
     assert all((r["error"] is not None) is failed for r in rows)
-    assert result.exit_code == (EXIT_FAILED_ROWS if failed else EXIT_OK)
+    assert result.exit_code == (ExitCode.FAILED_ROWS if failed else ExitCode.OK)
     assert server.ledger.count() == 20  # none of these is retried within the run
 
 
@@ -151,7 +152,7 @@ async def test_an_error_in_a_200_is_retried_not_stored(tmp_path: Path) -> None:
     async with running(FakeConfig(script=["error_200", "error_200_object"])) as server:
         cfg = config(data, tmp_path / "out", server.url, files="independent_qa")
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert result.summary["usage"]["retries"] == 2
     assert fates(result.summary, "independent_qa") == {"extracted": 20}
     assert server.ledger.count() == 22

@@ -16,11 +16,12 @@ from fakeserver import running
 from procs import REPO, drvd
 from test_cli import assert_one_line_error
 
-from pipeline.cache import ResponseCache
 from pipeline.config import load_config
+from pipeline.data.synthetic import write_dataset
+from pipeline.errors import ExitCode
+from pipeline.model.cache import ResponseCache
 from pipeline.records import FILES
-from pipeline.runner import EXIT_OK, run_eval
-from pipeline.synthetic import write_dataset
+from pipeline.run.runner import run_eval
 
 LONG_NAME = "a" * 300 + ".png"  # one component longer than NAME_MAX (255)
 LONG_PATH = "images/" + "x/" * 2500 + "y.png"  # short components, longer than PATH_MAX (4096)
@@ -145,7 +146,7 @@ async def test_damaged_cache_entries_are_fetched_again_and_reported(tmp_path: Pa
         capsys.readouterr()
         second = await run_eval(config("b"), show_progress=False)
         assert server.ledger.count() == paid + 2  # the two damaged entries, and nothing else
-    assert (first.exit_code, second.exit_code) == (EXIT_OK, EXIT_OK)
+    assert (first.exit_code, second.exit_code) == (ExitCode.OK, ExitCode.OK)
     assert second.summary["usage"]["cache_hits"] == paid - 2
     assert second.summary["files"] == first.summary["files"]  # every row right
     err = capsys.readouterr().err.splitlines()

@@ -13,11 +13,12 @@ from fakebatch import BatchConfig
 from fakeserver import FakeConfig, running
 from procs import drvd, lines_of, server_process, start_drvd, wait_for
 
-from pipeline.batchfiles import BATCHES_NAME
 from pipeline.config import load_config
+from pipeline.data.synthetic import write_dataset
+from pipeline.errors import ExitCode
+from pipeline.model.batch.state import BATCHES_NAME
 from pipeline.records import FILES
-from pipeline.runner import EXIT_OK, run_eval
-from pipeline.synthetic import write_dataset
+from pipeline.run.runner import run_eval
 
 ROWS = 60
 PRICE = {"price_in": 2.0, "price_out": 8.0}
@@ -57,7 +58,7 @@ async def test_every_row_is_answered_failed_lines_retried_none_paid_twice_at_hal
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         ledger = server.ledger
         failed = ledger.count("500")
-        assert result.exit_code == EXIT_OK, result.fatal
+        assert result.exit_code == ExitCode.OK, result.fatal
         assert failed >= 1  # 5% of the lines failed on their first sight...
         assert ledger.paid == ROWS  # ...and were answered by a second batch
         assert ledger.batches >= 2
@@ -82,7 +83,7 @@ async def test_input_files_are_split_by_batch_max_mb(tmp_path: Path, data: Path)
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, batch=True, batch_max_mb=0.03)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-        assert result.exit_code == EXIT_OK, result.fatal
+        assert result.exit_code == ExitCode.OK, result.fatal
         assert server.ledger.batches >= 3  # every file under 30 kB; one would be too large
         assert server.ledger.paid == ROWS
         assert server.ledger.duplicates() == 0
@@ -96,7 +97,7 @@ async def test_batch_retry_online_sends_the_failed_lines_to_the_chat_route(
         cfg = config(data, tmp_path / "out", server.url, batch=True, batch_retry="online")
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         ledger = server.ledger
-        assert result.exit_code == EXIT_OK, result.fatal
+        assert result.exit_code == ExitCode.OK, result.fatal
         online = [e for e in ledger.entries if e.path == "/v1/chat/completions"]
         assert len(online) == ledger.count("500") >= 5
         assert ledger.batches == 1
@@ -128,7 +129,7 @@ async def test_a_create_whose_answer_was_lost_is_adopted_not_made_again(
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, batch=True)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-        assert result.exit_code == EXIT_OK, result.fatal
+        assert result.exit_code == ExitCode.OK, result.fatal
         assert server.ledger.batches == 1  # found by its input file id (the list route)
         assert server.ledger.paid == ROWS
 

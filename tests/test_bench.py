@@ -10,7 +10,7 @@ from bench.data import subset
 from bench.proc import Sim, reap, spawn, stop_all
 from bench.sections import Measured
 from bench.table import Line, render_markdown, render_text
-from pipeline.synthetic import write_dataset
+from pipeline.data.synthetic import write_dataset
 
 
 def measured(concurrency: int, latency: float, rpm: float | None = None) -> Measured:

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.cache import CACHE_VERSION, ResponseCache, request_key, write_atomic
+from pipeline.files import write_atomic
+from pipeline.model.cache import CACHE_VERSION, ResponseCache, request_key
 from pipeline.records import ChatRequest, Completion, ImageSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,7 +200,7 @@ _WRITER = """
 import sys
 from pathlib import Path
 import orjson
-from pipeline.cache import write_atomic
+from pipeline.files import write_atomic
 target, n = Path(sys.argv[1]), int(sys.argv[2])
 for i in range(150):
     write_atomic(target, orjson.dumps({"writer": n, "i": i, "pad": "x" * (64 * 1024 + n)}))

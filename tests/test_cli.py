@@ -11,13 +11,13 @@ import orjson
 import pytest
 from procs import REPO, drvd, server_process
 
-from pipeline.cache import ResponseCache
+from pipeline.data.synthetic import write_dataset
 from pipeline.knobs import KNOBS
+from pipeline.model.cache import ResponseCache
+from pipeline.providers.registry import MODELS
 from pipeline.records import FILES, Completion
-from pipeline.registry import MODELS
-from pipeline.synthetic import write_dataset
 
-SAMPLE = REPO / "pipeline" / "sample"
+SAMPLE = REPO / "pipeline" / "data" / "sample"
 VARIABLES = (
     "DRVD_CONCURRENCY",
     "DRVD_RPM",

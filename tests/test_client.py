@@ -11,10 +11,10 @@ import pytest
 from fakeserver import FakeServer, running
 from tenacity import AsyncRetrying
 
-from pipeline.client import OpenAIClient, build_payload, make_session, read_message
 from pipeline.errors import FatalAPIError, RetryableError, RowError
+from pipeline.model.client import OpenAIClient, build_payload, make_session, read_message
+from pipeline.model.retry import retrying
 from pipeline.records import ChatRequest, Completion, ImageSpec
-from pipeline.retry import retrying
 
 IMAGE = "data:image/jpeg;base64,/9j/AAAA"
 MCQ = "Question: Which modality?\nOptions:\nA. CT\nB. MRI\nC. X-ray\n\nProvide only the letter."

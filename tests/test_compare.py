@@ -2,7 +2,7 @@
 
 The recount reads the results files directly (model_response against the gold letter, the raw
 reply for a run scored with official quirks), and the interval and test come from
-`test_stats`' references, which share no code with pipeline.stats.
+`test_stats`' references, which share no code with pipeline.scoring.stats.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 from procs import drvd, lines_of, server_process
 from test_stats import mcnemar_reference, wilson_reference
 
+from pipeline.data.synthetic import write_dataset
 from pipeline.records import JOINT_LEVELS
-from pipeline.synthetic import write_dataset
 
 MCQ = ("visual_evidence_qa", "independent_qa")
 LABELS = (*MCQ, *(f"joint_qa_{lv}" for lv in JOINT_LEVELS), "joint_qa_chain")

@@ -11,8 +11,8 @@ import pytest
 from pipeline.config import EvalConfig, cache_dir, default_run_name, load_config
 from pipeline.errors import ConfigError
 from pipeline.knobs import DEFAULT_CACHE_DIR, DEFAULT_MAX_RETRIES, DEFAULT_OUT, KNOBS
+from pipeline.providers.registry import DEFAULT_TIMEOUT, MODELS
 from pipeline.records import FILES
-from pipeline.registry import DEFAULT_TIMEOUT, MODELS
 
 KEYS = {"DASHSCOPE_API_KEY": "sk-dash", "DEEPSEEK_API_KEY": "sk-deep", "OPENAI_API_KEY": "sk-oai"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from corpus import load_corpus, measure, read
 
-from pipeline.extract import extract_chain, extract_choice, is_refusal, option_letters
+from pipeline.scoring.reader import extract_chain, extract_choice, is_refusal, option_letters
 
 ENTRIES = load_corpus()
 

@@ -9,10 +9,11 @@ import pytest
 from procs import drvd, lines_of, server_process
 
 from pipeline.config import load_config
+from pipeline.data.synthetic import write_dataset
 from pipeline.errors import ConfigError
-from pipeline.prices import PRICES, Budget, CostCapReached, Price, price_for
+from pipeline.model.budget import Budget, CostCapReached
+from pipeline.providers.prices import PRICES, Price, price_for
 from pipeline.records import FILES
-from pipeline.synthetic import write_dataset
 
 ROWS = 40
 PRICE_IN, PRICE_OUT = 1000.0, 100.0  # USD per 1M tokens: large, so each row costs cents
@@ -151,7 +152,7 @@ def test_max_cost_stops_at_the_cap_and_a_higher_cap_finishes_paying_nothing_twic
 
 
 def test_the_progress_line_shows_the_running_cost() -> None:
-    from pipeline.progress import RunProgress
+    from pipeline.views.progress import RunProgress
 
     progress = RunProgress(10, enabled=False)
     assert "$0.5000" in progress.line({"cost_usd": 0.5})

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from PIL import Image
 
-from pipeline import dataset
-from pipeline.dataset import (
+from pipeline.data import dataset
+from pipeline.data.dataset import (
     count_rows,
     find_root,
     iter_samples,

@@ -23,11 +23,11 @@ from test_cli import SAMPLE, assert_one_line_error
 from test_models import api_model, load_samples
 from test_results import lines, result
 
-from pipeline.cache import write_atomic
-from pipeline.lock import LOCK_NAME
-from pipeline.prompts import build_request
+from pipeline.data.prompts import build_request
+from pipeline.data.synthetic import write_dataset
+from pipeline.files import write_atomic
 from pipeline.results import ResultsFile
-from pipeline.synthetic import write_dataset
+from pipeline.run.lock import LOCK_NAME
 
 PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs counts its size in pages
 ENOSPC = "No space left on device"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.extract import extract_chain, extract_choice, is_refusal, option_letters
+from pipeline.scoring.reader import extract_chain, extract_choice, is_refusal, option_letters
 
 MODALITY = ["A. CT", "B. MRI", "C. Ultrasound", "D. X-ray"]
 ORGAN = ["A. Liver", "B. Kidney", "C. Spleen", "D. Pancreas", "E. Gallbladder", "F. Adrenal gland"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.images import (
+from pipeline.data.images import (
     MAX_ENCODED_BYTES,
     ImageCache,
     PixelBudget,

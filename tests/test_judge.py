@@ -21,9 +21,10 @@ from test_metrics import packaged_minilm
 from test_models import api_model
 from test_runner import config, dataset, no_sleep, results
 
-from pipeline.errors import ConfigError, FatalAPIError
-from pipeline.extract import extract_choice, option_letters
-from pipeline.judge import (
+from pipeline.errors import ConfigError, ExitCode, FatalAPIError
+from pipeline.records import Kind, ResultRow, Usage
+from pipeline.run.runner import run_eval
+from pipeline.scoring.judge import (
     JUDGE_SYSTEM,
     KEYWORD_TEMPERATURE,
     PYPI_PROMPT,
@@ -31,9 +32,8 @@ from pipeline.judge import (
     keyword_prompt,
     mapper_prompt,
 )
-from pipeline.metrics import bert_f1, sentence_bleu
-from pipeline.records import Kind, ResultRow, Usage
-from pipeline.runner import EXIT_FAILED_ROWS, EXIT_FATAL, EXIT_OK, run_eval
+from pipeline.scoring.metrics import bert_f1, sentence_bleu
+from pipeline.scoring.reader import extract_choice, option_letters
 
 ROW: dict[str, Any] = {
     "image_paths": "images/x.png",
@@ -275,7 +275,7 @@ async def test_varied_replies_need_no_judge_and_score_as_bare_letters(tmp_path: 
         cfg = config(data, tmp_path / "varied", server.url, env=fresh, **judged(server.url))
         varied = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         mapper_calls = sum(MAPPER_MARKER in e.user_text for e in server.ledger.entries)
-    assert plain.exit_code == varied.exit_code == EXIT_OK
+    assert plain.exit_code == varied.exit_code == ExitCode.OK
     for stem in ("visual_evidence_qa", "independent_qa", "joint_qa"):
         assert varied.summary["files"][stem]["answers"]["judge"] == 0
         assert varied.summary["files"][stem]["answers"]["none"] == 0
@@ -314,7 +314,7 @@ async def test_unreadable_replies_go_to_the_judge_once(
             show_progress=False,
         )
         judge_again = sum(MAPPER_MARKER in e.user_text for e in server.ledger.entries)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     rows = results(tmp_path / "out")["independent_qa"]
     assert len(judge_calls) == len(rows)  # every reply was unreadable: one call per row
     for call in judge_calls:
@@ -358,9 +358,9 @@ async def test_judge_error_fails_the_row_and_a_rerun_only_asks_the_judge(tmp_pat
         server.config.content_faults = {}
         second = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         new = server.ledger.entries[model_calls + server.ledger.count("500") :]
-    assert first.exit_code == EXIT_FAILED_ROWS
+    assert first.exit_code == ExitCode.FAILED_ROWS
     rows = results(tmp_path / "out")["visual_evidence_qa"]
-    assert second.exit_code == EXIT_OK
+    assert second.exit_code == ExitCode.OK
     assert all(r["error"] is None for r in rows)
     # The judge was asked on the rerun (it could not map "It is hard to say." either).
     assert all(r["_meta"]["judge_model"] == "judge-model" for r in rows)
@@ -377,7 +377,7 @@ async def test_wrong_judge_key_stops_the_run(tmp_path: Path) -> None:
         flags = judged(server.url, env={"DRVD_API_KEY": "model-key", "DRVD_JUDGE_API_KEY": "bad"})
         cfg = config(data, tmp_path / "out", server.url, **flags)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_FATAL
+    assert result.exit_code == ExitCode.FATAL
     assert result.fatal is not None
     assert result.fatal.startswith("judge: ")
     written = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
@@ -452,7 +452,7 @@ async def test_bertscore_per_row_on_the_packaged_model(
         flags = judged(server.url, no_bertscore=False, bert_model=str(packaged_minilm()))
         cfg = config(data, tmp_path / "out", server.url, bert_layers=6, **flags)
         result = await run_eval(cfg, show_progress=False)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     rows = results(tmp_path / "out")["report_generation"]
     f1 = [r["keywords"]["bert_f1"] for r in rows]
     kws = [r["keywords"] for r in rows]
@@ -499,7 +499,7 @@ async def test_a_judge_added_on_rerun_grades_finished_rows_without_re_asking_the
         cfg = config(data, tmp_path / "out", server.url, **judged(server.url))
         result = await run_eval(cfg, show_progress=False)
         new = server.ledger.entries[model_calls:]
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert new
     assert all(e.content_types == ("text",) for e in new)
     rows = results(tmp_path / "out")

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from nltk.translate.bleu_score import SmoothingFunction
 from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
 
-from pipeline import metrics
 from pipeline.errors import ConfigError
-from pipeline.metrics import bert_f1, sentence_bleu
+from pipeline.scoring import metrics
+from pipeline.scoring.metrics import bert_f1, sentence_bleu
 
 
 @pytest.mark.parametrize(

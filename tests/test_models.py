@@ -15,18 +15,18 @@ from conftest import VirtualClock
 from fakeserver import FakeServer, LedgerEntry
 from PIL import Image
 
-from pipeline.cache import ResponseCache
-from pipeline.client import make_session
 from pipeline.config import load_config
-from pipeline.dataset import iter_samples
+from pipeline.data.dataset import iter_samples
+from pipeline.data.images import ImageCache
+from pipeline.data.prompts import build_request
+from pipeline.data.synthetic import write_dataset
 from pipeline.errors import FatalAPIError, RowError
-from pipeline.images import ImageCache
-from pipeline.models import NORMAL_REPORT, APIModel, RandomModel
-from pipeline.prompts import build_request
-from pipeline.ratelimit import Throttle
+from pipeline.model.cache import ResponseCache
+from pipeline.model.client import make_session
+from pipeline.model.pacing import Throttle
+from pipeline.model.replicas import make_replicas
+from pipeline.model.responder import NORMAL_REPORT, APIModel, RandomModel
 from pipeline.records import FILES, Completion, Outcome, Sample, Usage
-from pipeline.replicas import make_replicas
-from pipeline.synthetic import write_dataset
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -21,10 +21,10 @@ import pytest
 from fakeserver import FakeServer
 
 from pipeline.config import load_config
+from pipeline.data.synthetic import write_dataset
 from pipeline.records import JOINT_LEVELS
-from pipeline.runner import run_eval
-from pipeline.summary import score_run
-from pipeline.synthetic import write_dataset
+from pipeline.run.runner import run_eval
+from pipeline.scoring.summary import score_run
 
 OFFICIAL_VERSION = "0.2.2"
 SINGLE = ("visual_evidence_qa", "independent_qa")

@@ -16,7 +16,7 @@ from fakeserver import FakeConfig, running
 from PIL import Image
 from procs import drvd, lines_of, server_process
 
-from pipeline.synthetic import write_dataset
+from pipeline.data.synthetic import write_dataset
 
 KEY = {"DASHSCOPE_API_KEY": "sk-test"}
 # Long sides from tiny (below Qwen's 4-block minimum) to far over the protocol's 1,024 px.

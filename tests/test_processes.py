@@ -14,8 +14,8 @@ import orjson
 import pytest
 from procs import REPO, drvd, drvd_env, lines_of, server_process, start_drvd, wait_for
 
+from pipeline.data.synthetic import write_dataset
 from pipeline.records import FILES
-from pipeline.synthetic import write_dataset
 
 ROWS = 40
 
@@ -215,7 +215,7 @@ def test_the_lock_file_names_no_secret(tmp_path: Path) -> None:
 _HOLDER = """
 import sys
 from pathlib import Path
-from pipeline.lock import RequestClaims
+from pipeline.model.claims import RequestClaims
 
 claims = RequestClaims(Path(sys.argv[1]))
 assert claims.try_claim(sys.argv[2])
@@ -225,7 +225,7 @@ sys.stdin.readline()
 
 
 def test_a_claim_held_by_another_process_blocks_only_its_key(tmp_path: Path) -> None:
-    from pipeline.lock import _OPEN, RequestClaims
+    from pipeline.model.claims import _OPEN, RequestClaims
 
     key, other = "drvd-cache-1-" + "ab" * 20, "drvd-cache-1-" + "cd" * 20
     holder = subprocess.Popen(

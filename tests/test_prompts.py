@@ -7,8 +7,8 @@ import orjson
 import pytest
 from PIL import Image
 
-from pipeline.dataset import iter_samples
-from pipeline.prompts import PROTOCOL_VERSION, PROTOCOLS, build_request, user_text
+from pipeline.data.dataset import iter_samples
+from pipeline.data.prompts import PROTOCOL_VERSION, PROTOCOLS, build_request, user_text
 from pipeline.records import ImageSpec, Kind, Sample
 
 # Literal text from PROTOCOL §2.1 / §2.2, written out independently of the module's constants.

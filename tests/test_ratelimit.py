@@ -11,7 +11,7 @@ import asyncio
 import pytest
 from conftest import VirtualClock
 
-from pipeline.ratelimit import MARGIN, Throttle
+from pipeline.model.pacing import MARGIN, Throttle
 
 SLACK = 0.005  # timer granularity; the loop may wake a hair early
 

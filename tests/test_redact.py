@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 import pytest
 
-from pipeline.client import make_session
+from pipeline.model.client import make_session
+from pipeline.model.retry import classify_transport
 from pipeline.redact import Redactor, basic_token, show_url, show_value, split_url
-from pipeline.retry import classify_transport
 
 KEY = "sk-live/9f8e7d6c5b4a"
 

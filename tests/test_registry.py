@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.registry import MODELS, ModelSpec, load_models_file, resolve_model, thinking_body
+from pipeline.providers.registry import (
+    MODELS,
+    ModelSpec,
+    load_models_file,
+    resolve_model,
+    thinking_body,
+)
 
 DASHSCOPE = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DASHSCOPE_INTL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"

@@ -7,9 +7,9 @@ import io
 from conftest import PRED, REF, write_jsonl
 from rich.console import Console
 
-from pipeline.metrics import sentence_bleu
-from pipeline.render import render
-from pipeline.summary import score_run
+from pipeline.scoring.metrics import sentence_bleu
+from pipeline.scoring.summary import score_run
+from pipeline.views.terminal import render
 
 
 def test_render_shows_the_numbers(run_dir):

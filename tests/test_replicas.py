@@ -15,8 +15,8 @@ from fakeserver import FakeConfig, FakeServer, running
 from procs import drvd, server_process
 from test_models import api_model, load_samples
 
-from pipeline.models import APIModel
-from pipeline.prompts import build_request
+from pipeline.data.prompts import build_request
+from pipeline.model.responder import APIModel
 from pipeline.records import Outcome, Sample
 
 
@@ -156,7 +156,7 @@ async def test_rows_of_a_dead_endpoint_fail_after_their_retries_not_waiting_on_p
 
 
 def test_the_cli_spreads_a_run_and_records_each_replica(tmp_path: Path) -> None:
-    from pipeline.synthetic import write_dataset
+    from pipeline.data.synthetic import write_dataset
 
     write_dataset(tmp_path / "data", total=40, images=4, sizes=(32,))
     common: list[str | Path] = [

@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 from tenacity import AsyncRetrying
 
 from pipeline.errors import APIError, FatalAPIError, RetryableError, RowError
-from pipeline.retry import RetryKwargs, classify, classify_transport, retrying
+from pipeline.model.retry import RetryKwargs, classify, classify_transport, retrying
 
 R, ROW, STOP = RetryableError, RowError, FatalAPIError
 

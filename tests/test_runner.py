@@ -13,13 +13,14 @@ import orjson
 from conftest import VirtualClock
 from fakeserver import FakeConfig, running
 
-from pipeline.cache import ResponseCache
 from pipeline.config import load_config
-from pipeline.prompts import DISCRETE_MAX_TOKENS, SYSTEM_ANALYSIS, SYSTEM_DISCRETE
+from pipeline.data.prompts import DISCRETE_MAX_TOKENS, SYSTEM_ANALYSIS, SYSTEM_DISCRETE
+from pipeline.data.synthetic import write_dataset
+from pipeline.errors import ExitCode
+from pipeline.model.cache import ResponseCache
 from pipeline.records import FILES
-from pipeline.runner import EXIT_FAILED_ROWS, EXIT_FATAL, EXIT_OK, run_eval
-from pipeline.summary import score_run
-from pipeline.synthetic import write_dataset
+from pipeline.run.runner import run_eval
+from pipeline.scoring.summary import score_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,7 +74,7 @@ async def test_random_model_runs_offline_in_input_order(tmp_path: Path) -> None:
     data = dataset(tmp_path)
     cfg = config(data, tmp_path / "out")
     result = await run_eval(cfg, show_progress=False)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert_complete_and_ordered(data, tmp_path / "out")
     summary = orjson.loads((tmp_path / "out" / "r" / "summary.json").read_bytes())
     assert set(summary["files"]) == set(FILES)
@@ -92,7 +93,7 @@ async def test_faults_complete_every_row_and_never_pay_twice(tmp_path: Path) -> 
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, concurrency=8)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_OK, result.summary["usage"]
+    assert result.exit_code == ExitCode.OK, result.summary["usage"]
     assert_complete_and_ordered(data, tmp_path / "out")
     faults = server.ledger.count() - server.ledger.paid
     assert faults >= 10  # the faults really happened
@@ -122,7 +123,7 @@ async def test_wrong_key_stops_within_concurrency_and_key_is_nowhere(tmp_path: P
             data, tmp_path / "out", server.url, concurrency=4, env={"DRVD_API_KEY": secret}
         )
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_FATAL
+    assert result.exit_code == ExitCode.FATAL
     assert "401" in (result.fatal or "")
     assert server.ledger.count() <= 4
     for path in tmp_path.rglob("*"):
@@ -137,7 +138,7 @@ async def test_failed_row_is_retried_on_rerun(tmp_path: Path) -> None:
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url)
         first = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-        assert first.exit_code == EXIT_FAILED_ROWS
+        assert first.exit_code == ExitCode.FAILED_ROWS
         assert first.summary["usage"]["failed_rows"] == 1
         failed = [r for rows in results(tmp_path / "out").values() for r in rows if r["error"]]
         assert len(failed) == 1
@@ -149,7 +150,7 @@ async def test_failed_row_is_retried_on_rerun(tmp_path: Path) -> None:
         paid = server.ledger.count()
         second = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         assert server.ledger.count() == paid + 1  # only the failed row is sent again
-    assert second.exit_code == EXIT_OK
+    assert second.exit_code == ExitCode.OK
     assert second.summary["usage"]["failed_rows"] == 0
     assert_complete_and_ordered(data, tmp_path / "out")
 
@@ -160,7 +161,7 @@ async def test_same_error_on_many_rows_stops_the_run(tmp_path: Path) -> None:
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, concurrency=2)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_FATAL
+    assert result.exit_code == ExitCode.FATAL
     assert "in a row" in (result.fatal or "")
     assert server.ledger.count() < 40
 
@@ -174,7 +175,7 @@ async def test_torn_last_line_and_bad_rows(tmp_path: Path, capsys) -> None:
     path.write_bytes(b"\n".join(lines) + b"\n")
     cfg = config(data, tmp_path / "out")
     first = await run_eval(cfg, show_progress=False)
-    assert first.exit_code == EXIT_FAILED_ROWS
+    assert first.exit_code == ExitCode.FAILED_ROWS
     err = capsys.readouterr().err
     assert f"{path}:3: invalid JSON" in err
     assert f"{path}:5: image not found" in err
@@ -204,7 +205,7 @@ async def test_rpm_pacing_keeps_429s_under_one_percent(tmp_path: Path, clock: Vi
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, concurrency=16, rpm=600)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep, clock=clock)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     sent = server.ledger.count()
     span = server.ledger.entries[-1].received - server.ledger.entries[0].received
     assert span > 60  # the run outlasted one server window, so the limit was in play
@@ -240,7 +241,7 @@ async def test_kill_9_then_rerun_loses_nothing_and_repays_at_most_in_flight(tmp_
             sys.executable, "-m", "pipeline", *args, env=env, cwd=REPO,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        assert await rerun.wait() == EXIT_OK
+        assert await rerun.wait() == ExitCode.OK
     assert_complete_and_ordered(data, tmp_path / "out")
     assert server.ledger.duplicates() <= concurrency
 
@@ -284,7 +285,7 @@ async def test_identical_rows_in_flight_together_are_paid_once(tmp_path: Path) -
     async with running(FakeConfig(latency=0.1)) as server:
         cfg = config(data, tmp_path / "out", server.url, concurrency=8, files="visual_evidence_qa")
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert server.ledger.count() == 1
     rows = results(tmp_path / "out")["visual_evidence_qa"]
     assert len({r["_meta"]["key"] for r in rows}) == 12  # each occurrence counts once
@@ -309,7 +310,7 @@ async def test_resume_sends_only_unfinished_rows_even_without_the_cache(tmp_path
         third = await run_eval(cfg, show_progress=False)  # nothing left to do
         assert server.ledger.count() == 40 + len(lines) - keep
     assert ResponseCache(tmp_path / "cache").stats()["entries"] == 0  # --no-cache wrote nothing
-    assert first.exit_code == second.exit_code == third.exit_code == EXIT_OK
+    assert first.exit_code == second.exit_code == third.exit_code == ExitCode.OK
     assert third.summary["files"] == first.summary["files"]
     assert_complete_and_ordered(data, tmp_path / "out")
 
@@ -336,7 +337,7 @@ async def test_concurrency_cap_holds_for_a_full_run(tmp_path: Path) -> None:
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, concurrency=4)
         result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     # The cap is reached (the run was not starved) and never passed, retries included.
     assert server.ledger.max_in_flight == 4
 
@@ -362,7 +363,7 @@ async def test_a_successful_keyed_run_writes_the_key_nowhere(tmp_path: Path) -> 
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == EXIT_OK, stderr.decode()
+    assert proc.returncode == ExitCode.OK, stderr.decode()
     assert server.ledger.count("401") == 0  # the key was sent, and it was right
     assert {e.model for e in server.ledger.entries} == {"m", "j"}
     written = [p for d in ("out", "cache") for p in (tmp_path / d).rglob("*") if p.is_file()]
@@ -382,7 +383,7 @@ async def test_each_row_gets_its_own_template_in_a_merged_file(tmp_path: Path) -
         cfg = config(data, tmp_path / "out", server.url, files="independent_qa")
         result = await run_eval(cfg, show_progress=False)
         sent = [(e.system, e.params.get("max_tokens")) for e in server.ledger.entries]
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert sorted(sent, key=str) == sorted(
         [(SYSTEM_ANALYSIS, None)] * 2 + [(SYSTEM_DISCRETE, DISCRETE_MAX_TOKENS)] * 3, key=str
     )

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from PIL import Image
 
-SAMPLE = Path(__file__).resolve().parent.parent / "pipeline" / "sample"
+SAMPLE = Path(__file__).resolve().parent.parent / "pipeline" / "data" / "sample"
 FILES = ("visual_evidence_qa", "independent_qa", "joint_qa", "report_generation")
 MODALITIES = {"CT", "MRI", "Ultrasound", "X-ray", "Pathology"}
 LEVELS = {"modality", "bodypart", "organ", "lesion", "diagnosis"}

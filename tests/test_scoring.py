@@ -8,7 +8,7 @@ from nltk.translate.bleu_score import SmoothingFunction
 from nltk.translate.bleu_score import sentence_bleu as nltk_sentence_bleu
 
 from pipeline.records import ResultRow
-from pipeline.scoring import joint_hits, mcq_correct, mcq_group, report_pair
+from pipeline.scoring.official import joint_hits, mcq_correct, mcq_group, report_pair
 
 # --- An independent, literal transcription of the official scripts (PROTOCOL §3) ----------------
 

@@ -16,8 +16,8 @@ import pytest
 from procs import drvd, ledger, server_process
 from test_cli import assert_one_line_error
 
+from pipeline.data.synthetic import write_dataset
 from pipeline.redact import basic_token
-from pipeline.synthetic import write_dataset
 
 KEY = "sk-live/9f8e7d6c5b4a"  # a "/" so the server's JSON escape `\/` matters
 PASSWORD = "Pa55-w0rd-7c1e"

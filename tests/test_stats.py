@@ -1,4 +1,4 @@
-"""pipeline.stats against textbook values and independent computations written another way.
+"""pipeline.scoring.stats against textbook values and independent computations written another way.
 
 The references here share no code with the module: McNemar's p-value as an exact Fraction sum
 over a Pascal's-triangle row, by the "as unlikely or less" definition of a two-sided test; the
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.stats import mcnemar_exact, wilson
+from pipeline.scoring.stats import mcnemar_exact, wilson
 
 
 def pascal_row(n: int) -> list[int]:

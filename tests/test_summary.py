@@ -24,11 +24,11 @@ from test_scoring import (
     our_cells,
 )
 
-from pipeline.metrics import sentence_bleu
 from pipeline.records import ResultRow
 from pipeline.results import read_run
-from pipeline.scoring import joint_hits
-from pipeline.summary import Scorer, score_run, write_summary
+from pipeline.scoring.metrics import sentence_bleu
+from pipeline.scoring.official import joint_hits
+from pipeline.scoring.summary import Scorer, score_run, write_summary
 
 
 class DictScorer(Scorer):

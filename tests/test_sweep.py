@@ -14,9 +14,9 @@ import orjson
 import pytest
 from procs import REPO, ServerProcess, drvd, lines_of, server_process, start_drvd, wait_for
 
-from pipeline.lock import run_lock
+from pipeline.data.synthetic import write_dataset
 from pipeline.records import FILES
-from pipeline.synthetic import write_dataset
+from pipeline.run.lock import run_lock
 
 ROWS = 16
 LATENCY = 0.3

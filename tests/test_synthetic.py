@@ -6,10 +6,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.dataset import iter_samples, present_files
-from pipeline.prompts import build_request
+from pipeline.data.dataset import iter_samples, present_files
+from pipeline.data.prompts import build_request
+from pipeline.data.synthetic import NOTICE, write_dataset, write_images, write_rows
 from pipeline.records import FILES
-from pipeline.synthetic import NOTICE, write_dataset, write_images, write_rows
 
 
 def test_full_split_adds_up_and_every_row_reads_back(tmp_path: Path) -> None:
