@@ -368,12 +368,15 @@ def test_a_bad_base_url_is_echoed_without_its_password() -> None:
 
 
 def test_a_tpm_below_one_request_is_refused_wherever_it_is_set(tmp_path: Path) -> None:
-    smallest = 800 + 50 + len("Only respond with one capital letter.") // 3  # image, reply, prompt
+    # The smallest request, counted by hand: the 37-character system prompt at 4 characters a
+    # token (10), two messages' markers (2 x 4), a 28-px image in one 512-px tile (85 + 170 for
+    # gpt-4o), the protocol's 50-token reply.
+    smallest = 10 + 8 + 85 + 170 + 50
     assert load(tpm=smallest).tpm == smallest
     with pytest.raises(ConfigError, match=rf"^--tpm {smallest - 1} is less than one request"):
         load(tpm=smallest - 1)
-    with pytest.raises(ConfigError, match=r"^DRVD_TPM=900 .* at least 9004"):
-        load("deepseek-thinking", env={"DRVD_TPM": "900"})  # its replies may be 8192 tokens
+    with pytest.raises(ConfigError, match=r"^DRVD_TPM=900 .* at least 8216"):
+        load("deepseek-thinking", env={"DRVD_TPM": "900"})  # replies up to 8192; Qwen's rule: 4 + 2
     models = tmp_path / "models.toml"
     models.write_text('[models.slow]\nmodel = "m"\nbase_url = "http://h/v1"\ntpm = 10\n')
     with pytest.raises(

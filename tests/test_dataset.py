@@ -10,8 +10,8 @@ import orjson
 import pytest
 from PIL import Image
 
-from pipeline.data import dataset
 from pipeline.data.dataset import (
+    ImageFolder,
     count_rows,
     find_root,
     iter_samples,
@@ -320,11 +320,13 @@ def test_resolve_image_kaggle_quirks(
 ) -> None:
     path = _image(tmp_path, on_disk)
     other = _image(tmp_path, on_disk.replace("0001", "0002"))
-    assert resolve_image(tmp_path, rel) == path
+    images = ImageFolder(tmp_path)
+    assert images.resolve(rel) == path
     # The discovered layout is remembered (no search for the next row) and applies to it too.
-    assert dataset._LAYOUTS[tmp_path] == (tmp_path / layout[0], layout[1])
-    assert resolve_image(tmp_path, rel.replace("0001", "0002")) == other
-    assert resolve_image(tmp_path, rel.replace("0001", "0003")) is None
+    assert images.layout == (tmp_path / layout[0], layout[1])
+    assert images.resolve(rel.replace("0001", "0002")) == other
+    assert images.resolve(rel.replace("0001", "0003")) is None
+    assert ImageFolder(tmp_path).layout is None  # each dataset learns its own: no process memory
 
 
 def test_samples_resolve_images_in_kaggle_layout(tmp_path: Path) -> None:

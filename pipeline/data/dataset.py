@@ -68,12 +68,6 @@ def find_root(data_dir: Path) -> Path:
     raise ConfigError(msg)
 
 
-# root -> (base folder, leading parts of `rel` to drop): the layout the first image resolved in.
-# It is decided once per dataset, so a row can never borrow an image from outside the dataset
-# folder (the parent-folder fallback) while the others resolve inside it.
-_LAYOUTS: dict[Path, tuple[Path, int]] = {}
-
-
 def _layouts(root: Path, rel: Path) -> Iterator[tuple[Path, int]]:
     yield root, 0
     if len(rel.parts) > 1:
@@ -86,24 +80,40 @@ def _layouts(root: Path, rel: Path) -> Iterator[tuple[Path, int]]:
     yield root.parent, 0
 
 
-def resolve_image(root: Path, rel: str) -> Path | None:
-    """Return the existing file `rel` names under `root` (allowing Kaggle's layouts), or None.
+class ImageFolder:
+    """A dataset's images: each row's `image_paths` found under its root (Kaggle's layouts too).
 
-    Raises OSError when the path cannot be looked up at all (e.g. a name too long).
+    The layout (base folder, leading parts of the path to drop) is decided by the first image
+    found and kept for the dataset, so a row can never borrow an image from outside the dataset
+    folder (the parent-folder fallback) while the others resolve inside it.
     """
-    rel_path = Path(rel)
-    if not rel or rel_path.is_absolute() or ".." in rel_path.parts:
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layout: tuple[Path, int] | None = None
+
+    def resolve(self, rel: str) -> Path | None:
+        """Return the existing file `rel` names, or None.
+
+        Raises OSError when the path cannot be looked up at all (e.g. a name too long).
+        """
+        rel_path = Path(rel)
+        if not rel or rel_path.is_absolute() or ".." in rel_path.parts:
+            return None
+        if self.layout is not None:
+            candidate = self.layout[0].joinpath(*rel_path.parts[self.layout[1] :])
+            return candidate if candidate.is_file() else None
+        for layout in dict.fromkeys(_layouts(self.root, rel_path)):
+            candidate = layout[0].joinpath(*rel_path.parts[layout[1] :])
+            if candidate.is_file():
+                self.layout = layout
+                return candidate
         return None
-    known = _LAYOUTS.get(root)
-    if known is not None:
-        candidate = known[0].joinpath(*rel_path.parts[known[1] :])
-        return candidate if candidate.is_file() else None
-    for layout in dict.fromkeys(_layouts(root, rel_path)):
-        candidate = layout[0].joinpath(*rel_path.parts[layout[1] :])
-        if candidate.is_file():
-            _LAYOUTS[root] = layout
-            return candidate
-    return None
+
+
+def resolve_image(root: Path, rel: str) -> Path | None:
+    """Return the existing file `rel` names under `root`, or None (a one-off `ImageFolder`)."""
+    return ImageFolder(root).resolve(rel)
 
 
 def _first_byte(path: Path) -> bytes:
@@ -180,11 +190,11 @@ def _field_problem(row: Mapping[str, Any], kind: Kind) -> str | None:
     return None
 
 
-def _check_image(root: Path, rel: str) -> Path | str:
+def _check_image(images: ImageFolder, rel: str) -> Path | str:
     if not rel.strip():
         return "field 'image_paths' is empty"
     try:
-        path = resolve_image(root, rel)
+        path = images.resolve(rel)
     except OSError as exc:  # e.g. ENAMETOOLONG: this row's problem, not the run's
         return f"image path cannot be used: {_shorten(rel)} ({os_reason(exc)})"
     if path is None:
@@ -221,13 +231,19 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], Kind] | str:
 
 
 def iter_samples(
-    root: Path, stem: str, *, on_error: Callable[[DataError], None], check_images: bool = True
+    root: Path,
+    stem: str,
+    *,
+    on_error: Callable[[DataError], None],
+    check_images: bool = True,
+    images: ImageFolder | None = None,
 ) -> Iterator[Sample]:
     """Yield the rows of `root/<stem>.jsonl` lazily; report each line that is no row to `on_error`.
 
     `check_images=False` (a quick count) leaves each image unresolved: `image` is the path the
-    row names under `root`, never looked up.
+    row names under `root`, never looked up. `images` keeps one layout over a dataset's files.
     """
+    images = images or ImageFolder(root)
     path = root / f"{stem}.jsonl"
     if not path.is_file():
         msg = f"{path} not found; is {root} the DrVD-Bench folder?"
@@ -253,7 +269,7 @@ def iter_samples(
             if not check_images:
                 yield Sample(stem, line_no, key, kind, root / row["image_paths"], row)
                 continue
-            found = _check_image(root, row["image_paths"])
+            found = _check_image(images, row["image_paths"])
             if isinstance(found, str):
                 yield Sample(stem, line_no, key, kind, root / row["image_paths"], row, found)
             else:
@@ -281,6 +297,7 @@ def samples_within(
     on_error: Callable[[DataError], None],
     *,
     check_images: bool = True,
+    images: ImageFolder | None = None,
 ) -> Iterator[Sample]:
     """Yield the rows among the first `limit` lines of a file (`--limit`; None: all of them).
 
@@ -294,7 +311,8 @@ def samples_within(
         if limit is None or seen <= limit:
             on_error(error)
 
-    for sample in iter_samples(root, stem, on_error=counted, check_images=check_images):
+    samples = iter_samples(root, stem, on_error=counted, check_images=check_images, images=images)
+    for sample in samples:
         seen += 1
         if limit is not None and seen > limit:
             return

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import EvalConfig
-from pipeline.data.dataset import dataset_files, resolve_image, samples_within
+from pipeline.data.dataset import ImageFolder, dataset_files, samples_within
 from pipeline.data.images import file_digest
 from pipeline.data.prompts import build_request
 from pipeline.errors import DataError
@@ -195,14 +195,17 @@ def _run_folder(path: Path) -> _Done:
 
 
 def _samples(
-    cfg: EvalConfig, root: Path, stem: str, invalid: list[int], *, check: bool
+    cfg: EvalConfig, images: ImageFolder, stem: str, invalid: list[int], *, check: bool
 ) -> list[Sample]:
     """Return the rows among the first `--limit` lines, as `eval` takes them."""
 
     def on_error(_error: DataError) -> None:
         invalid[0] += 1
 
-    return list(samples_within(root, stem, cfg.limit, on_error, check_images=check))
+    samples = samples_within(
+        images.root, stem, cfg.limit, on_error, check_images=check, images=images
+    )
+    return list(samples)
 
 
 class _Probe:
@@ -257,7 +260,8 @@ def _file(
     cfg: EvalConfig, root: Path, stem: str, done: _Done, probe: _Probe, share: float, quick: bool
 ) -> FileEstimate:
     invalid = [0]
-    samples = _samples(cfg, root, stem, invalid, check=not quick)
+    images = ImageFolder(root)  # one image layout for the file
+    samples = _samples(cfg, images, stem, invalid, check=not quick)
     stride = math.ceil(len(samples) / QUICK_ROWS) if quick else 1
     rule = image_rule(cfg.spec.model, cfg.spec.provider)
     remote = cfg.spec.remote
@@ -274,7 +278,7 @@ def _file(
             send += 1  # not sized: counted, and its tokens scaled from the rows sized
             continue
         if quick:  # the image unchecked so far
-            if (image := _resolve(root, sample.row["image_paths"])) is None:
+            if (image := _resolve(images, sample.row["image_paths"])) is None:
                 unsendable += 1
                 continue
             sample = replace(sample, image=image)
@@ -316,9 +320,9 @@ def _file(
     )
 
 
-def _resolve(root: Path, rel: str) -> Path | None:
+def _resolve(images: ImageFolder, rel: str) -> Path | None:
     try:
-        return resolve_image(root, rel)
+        return images.resolve(rel)
     except OSError:
         return None
 

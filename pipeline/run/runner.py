@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import EvalConfig
-from pipeline.data.dataset import count_rows, dataset_files, samples_within
+from pipeline.data.dataset import ImageFolder, count_rows, dataset_files, samples_within
 from pipeline.data.prompts import build_request
 from pipeline.errors import DataError, ExitCode, FatalAPIError, os_reason
 from pipeline.model.batch.responder import BatchModel
@@ -98,6 +98,7 @@ class Run:
         self.board = board  # a display shared with other runs (sweep): this run's line on it
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
         self.root, self.stems, warnings = dataset_files(cfg.data, cfg.files)
+        self.images = ImageFolder(self.root)  # one image layout for all of the dataset's files
         for warning in warnings:
             self.on_invalid(warning)
         self.outputs = {s: ResultsFile(cfg.run_dir / f"{s}.jsonl") for s in self.stems}
@@ -129,7 +130,7 @@ class Run:
             self.on_invalid(str(error))
             self._progress.advance(1, self.state.scorer.running())
 
-        return samples_within(self.root, stem, self.cfg.limit, on_error)
+        return samples_within(self.root, stem, self.cfg.limit, on_error, images=self.images)
 
     async def _produce(
         self, queue: asyncio.Queue[tuple[str, Sample] | None], sink: asyncio.Queue[Item]

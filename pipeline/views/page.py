@@ -32,7 +32,7 @@ import orjson
 from PIL import Image
 from rich.console import Console
 
-from pipeline.data.dataset import resolve_image
+from pipeline.data.dataset import ImageFolder
 from pipeline.data.images import IMAGE_VERSION, ImageCache, file_digest
 from pipeline.data.prompts import DEFAULT_PROTOCOL, build_request
 from pipeline.errors import os_reason
@@ -175,6 +175,7 @@ class Images:
         self.folder = folder
         self.sent = sent
         self.root = root
+        self.dataset = ImageFolder(root) if root is not None else None
         self.protocol = protocol
         self.cache = cache
         self._done: dict[tuple[str, int, int], dict[str, str] | None] = {}
@@ -208,11 +209,11 @@ class Images:
 
     def _spec(self, stem: str, row: ResultRow, rel: str) -> ImageSpec | None:
         """Return how the row's image was sent (its request's ImageSpec), or None."""
-        if self.root is None:
+        if self.dataset is None:
             return None
         try:
             if rel not in self._paths:
-                self._paths[rel] = resolve_image(self.root, rel)
+                self._paths[rel] = self.dataset.resolve(rel)
             if (path := self._paths[rel]) is None:
                 return None
             sample = Sample(stem, row.line, str(row.key), row.kind, path, dict(row.row))
