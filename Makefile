@@ -50,7 +50,7 @@ demo: setup
 	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random --judge none
 
 test: setup-report browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 # MODELS="a b c" runs them at once in one process (`pipeline sweep --models a,b,c`).
 eval: setup-report

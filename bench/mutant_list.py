@@ -358,7 +358,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # --- cost ------------------------------------------------------------------------------------
     Mutant(
         "cap-ignores-in-flight",
-        "pipeline/providers/prices.py",
+        "pipeline/model/budget.py",
         "self.spent + self.reserved + usd > self.cap",
         "self.spent + usd > self.cap",
         "--max-cost lets every request in flight through: the run overshoots the cap",

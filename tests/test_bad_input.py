@@ -210,9 +210,9 @@ def test_score_skips_damaged_lines_with_one_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
-        (["--tpm", "100"], {}, "--tpm 100 is less than one request (about 862 tokens"),
-        ([], {"DRVD_TPM": "500.5"}, "DRVD_TPM=500.5 is less than one request"),
-        (["--max-tokens", "4096", "--tpm", "4000"], {}, "set it to at least 4908"),
+        (["--tpm", "50"], {}, "--tpm 50 is less than one request (about 74 tokens"),
+        ([], {"DRVD_TPM": "50.5"}, "DRVD_TPM=50.5 is less than one request"),
+        (["--max-tokens", "4096", "--tpm", "4000"], {}, "set it to at least 4120"),
         (["--concurrency", "5000"], {}, "--concurrency 5000 is more than 4096 requests"),
         ([], {"DRVD_CONCURRENCY": "4097"}, "DRVD_CONCURRENCY=4097 is more than 4096"),
     ],
