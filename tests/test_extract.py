@@ -116,7 +116,7 @@ CHOICE_CASES = [
     ("(B) or (E)", ORGAN, None),
     ("G", ORGAN, None),
     ("Answer: E", MODALITY, None),
-    ("Answer: A\nFinal answer: C\nFinal answer: D", ORGAN, None),
+    ("Answer: A\nFinal answer: C\nFinal answer: D", ORGAN, "D"),  # the last answer line stands
     ("B. Liver", ORGAN, None),  # the label contradicts its text
     ("", ORGAN, None),
     ("[ERROR] 429 limit_requests", ORGAN, None),
@@ -157,7 +157,7 @@ CHOICE_CASES = [
     ("Typical of a hemangioma (B) is peripheral enhancement, which is absent here.", LESION, None),
     ("It could be consistent with a cyst (A).", LESION, None),
     ("If this were the spleen, the answer would be C.", ORGAN, None),
-    ("The answer is B. Wait, no - the answer is C.", ORGAN, None),
+    ("The answer is B. Wait, no - the answer is C.", ORGAN, "C"),  # a self-correction
     ("Answer: Kidney or spleen", ORGAN, None),
     ("不选A\uff0c也不选B。", ORGAN, None),
     ("<think>It is A or B", ORGAN, None),
@@ -220,7 +220,7 @@ CHAIN_CASES = [
     ("模态\uff1aB\n器官\uff1aD\n病变\uff1aA\n诊断\uff1aC", "B,D,A,C"),
     ("答案\uff1aB、D、A、C", "B,D,A,C"),
     ("<think>B,D,A,C?</think>\nB,D,C,A", "B,D,C,A"),
-    ("Answer: B, D, A, C\nActually: B, D, C, A", None),
+    ("Answer: B, D, A, C\nActually: B, D, C, A", "B,D,C,A"),  # a self-correction
     ("The options are A, B, C and D.", None),
     ("(A) CT (B) MRI (C) Ultrasound (D) X-ray", None),
     ("I'm unable to view the image, so I cannot answer these questions.", None),
