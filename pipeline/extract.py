@@ -8,20 +8,32 @@ pipeline.extract_rules (rx); they are possessive or bounded, so long replies sta
 Every reply is folded first (NFKC turns full-width letters and brackets into ASCII; CJK commas,
 stops and brackets become ",", ". ", "[]"); a reasoning model's reply is what follows its last
 </think> (an unclosed <think> has no answer yet); a fence around the whole reply is unwrapped.
+Before anything else, a reply that is one offered option written back is read (pipeline.echo):
+its letter with its text in any list style or markdown ("E. No lesion", "**B) Not visible**",
+"Option B - MRI"), or its text alone when it is exactly one option's ("None of the above", "co2"
+for "CO₂"). No negation rule runs on it, so an option's own words never cancel it.
 A refusal is None: `is_refusal` ("I can't view the image", "I can't give a diagnosis", 无法回答).
 
 extract_choice collects votes in tiers. The first tier with votes decides, and all of its votes
-must name the same offered letter, else None:
-  0. final     rx.FINAL, then a letter or an option's text: \\boxed{B}, "Final answer: B", 最终答案
+must name the same offered letter, else None, with two exceptions for self-corrections: votes
+after the last rx.CORRECTION that follows a vote ("Wait, that is wrong.", "Actually, ...") stand
+alone, and when each vote opens its own answer line ("Answer: A\nAnswer: B"), the last stands:
+  0. final     rx.FINAL, then a letter or an option's text: \\boxed{B}, "Final answer: B", 最终答案;
+               or rx.TAG in any case: "<ANSWER> b </ANSWER>", "<choice>B</choice>"
   1. explicit  rx.CUE1, then a letter or an option's text: "Answer: B", "The correct option is (b)",
-               "I'd go with B", "My pick is C) Liver", {"choice": "C"}, 答案是B, 故选C, 应选B, 结论;
+               "I'd go with B", "My pick is C) Liver", {"choice": "C"}, 答案是B, 故选C, 应选B, 结论,
+               "Selected: B", "Response: C", "My response is B", "Answer: $D$", and the markers of
+               pipeline.extract_lang (정답은 D입니다, 答えはC, Antwort: B, réponse est C, respuesta);
                or a letter, then rx.PRED1: "B is the correct answer", "选项C正确", "D 是正确答案"
   2. fence     the last ```...``` block, read as a whole reply (rule 3e)
   3. soft      a. rx.CUE2, then a strict letter, or an option's text with its own letter, or a
                   short phrase and a bracketed letter: "most likely B", "consistent with option C",
                   "so this is squamous cell carcinoma (B)", 最可能是B, 考虑为肺炎(A)
                b. a letter, then rx.PRED2: "Option D (Cyst) fits the image best", "E seems best"
-               c. rx.TAIL, a sentence that ends naming an option: "It's the liver, option C."
+               c. rx.TAIL, a sentence that ends naming an option: "It's the liver, option C.",
+                  or the reply's last clause does ("Given the enhancement, option A.");
+                  rx.BOLD_IS, a bold letter ending a sentence after a copula: "the value is **D**";
+                  a last line or clause that writes one option back: "... = 5.55 N. B: 5.55N"
                d. rx.VERDICT, a labelled line judged positively: "Option C: ... **Most likely.**"
                e. the whole reply (past any markdown headings), unless it echoes the option list:
                   a bare letter ("b", "(B)", "Option B"), a label ("B) Kidney", "## C. Metastasis"),
@@ -35,7 +47,8 @@ consistent with"), when a negative verdict follows it ("so B is out"), when its 
 conditional ("if it were..., the answer would be A") or, in the soft tier, hedged ("could be") or
 taken back ("..., which is absent here"); a tail or a verdict line must hold no negation. A letter
 followed by another ("B or C", "A, D", "B和C"), an option's text followed by another ("Ultrasound or
-CT"), and a label contradicted by its text ("B. Liver", Liver being C) spoil the tier.
+CT"), and a label contradicted by its text ("B. Liver", Liver being C) spoil the tier. A label's
+own clause may reject other letters without cancelling it: "D. it can't be A or B", "B。不是 A".
 
 extract_chain, the joint answer, is read in pipeline.extract_joint (re-exported here).
 """
