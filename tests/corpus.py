@@ -1,9 +1,15 @@
-"""The labelled reply corpus (tests/corpus/replies.jsonl) and how well the answer reader does on it.
+"""The labelled reply corpora and how well the answer reader does on each part.
+
+Two parts, in the same format: `tune` (tests/corpus/replies.jsonl) is the part the reader's rules
+are written against; `heldout` (tests/corpus/heldout.jsonl) was written apart from the reader,
+from how models phrase answers, and is only ever measured as a whole, never tuned on: its numbers
+say how the reader does on replies it has not seen.
 
 Each line is one reply a model could plausibly give, with the reading a careful person would make:
 `expect` is the letter ("C"), the joint chain ("B,D,A,C"), or null when the reply gives no answer
 (refusals, ambiguity, echoes of the options, truncation). Importable as `corpus` with tests/ on
-sys.path; `python tests/corpus.py` prints the numbers and every failure.
+sys.path; `python tests/corpus.py` prints the tune part's numbers and every failure, and only the
+numbers of the held-out part (`python tests/corpus.py heldout --failures` shows its failures).
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ if __name__ == "__main__":  # run as a script: read the extractor of this checko
 from pipeline.scoring.reader import extract_chain, extract_choice
 
 CORPUS = Path(__file__).with_name("corpus") / "replies.jsonl"
+PARTS = {"tune": CORPUS, "heldout": CORPUS.with_name("heldout.jsonl")}
 
 ChoiceFn = Callable[[str | None, Sequence[str]], str | None]
 ChainFn = Callable[[str | None], str | None]
 
 
-def load_corpus(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Return the corpus entries, in file order (blank lines skipped)."""
-    lines = Path(path or CORPUS).read_text(encoding="utf-8").splitlines()
+def load_corpus(path: str | Path | None = None, part: str = "tune") -> list[dict[str, Any]]:
+    """Return one part's entries ("tune" or "heldout"), or a file's, in order (blank lines skipped)."""
+    lines = Path(path or PARTS[part]).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
@@ -79,11 +86,14 @@ def measure(
 
 
 def main() -> None:
-    """Print the corpus numbers, then each failure."""
-    result = measure()
+    """Print a part's numbers (argv: tune or heldout), then each failure of the tune part."""
+    part = sys.argv[1] if len(sys.argv) > 1 else "tune"
+    result = measure(entries=load_corpus(part=part))
     for key, value in result.items():
         if key != "failures":
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
+    if part != "tune" and "--failures" not in sys.argv:
+        return  # the held-out part is measured, not read while tuning
     for failure in result["failures"]:
         kind = "WRONG" if failure["got"] is not None else "unread"
         print(f"\n{kind} {failure['id']}: expect {failure['expect']!r}, got {failure['got']!r}")

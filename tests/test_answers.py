@@ -21,6 +21,8 @@ OPTIONS = ["A. CT", "B. MRI", "C. Ultrasound"]
 MCQ = Sample("independent_qa", 1, "k", "independent", Path("x.png"), {"options": OPTIONS})
 JOINT = Sample("joint_qa", 1, "k", "joint", Path("x.png"), {"joint_prompt": "..."})
 REPORT = Sample("report_generation", 1, "k", "report", Path("x.png"), {"answer": "ref"})
+UNSURE = ["A. Benign", "B. Malignant", "C. Cannot be determined"]
+UNSURE_MCQ = Sample("independent_qa", 1, "k", "independent", Path("x.png"), {"options": UNSURE})
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,10 @@ REPORT = Sample("report_generation", 1, "k", "report", Path("x.png"), {"answer":
         (MCQ, "", "content_filter", "refused", None),
         (MCQ, "I'm sorry, but I can't help with this medical image.", "stop", "refused", None),
         (MCQ, "Either B or C, hard to say.", "stop", "none", None),
+        # an option written back is read (and kept from the judge), even one that sounds refused
+        (UNSURE_MCQ, "C. Cannot be determined", "stop", "extracted", "C"),
+        (UNSURE_MCQ, "**Cannot be determined**", "stop", "extracted", "C"),
+        (UNSURE_MCQ, "It cannot be determined from this image.", "stop", "refused", None),
         (JOINT, "B, A, C, A", "stop", "extracted", "B,A,C,A"),
         (JOINT, "1. B 2. A", "length", "truncated", None),
         (REPORT, "A normal chest radiograph.", "stop", "text", "A normal chest radiograph."),

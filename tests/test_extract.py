@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
+import random
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.data.synthetic import make_row
 from pipeline.scoring.reader import extract_chain, extract_choice, is_refusal, option_letters
 
 MODALITY = ["A. CT", "B. MRI", "C. Ultrasound", "D. X-ray"]
@@ -116,7 +120,7 @@ CHOICE_CASES = [
     ("(B) or (E)", ORGAN, None),
     ("G", ORGAN, None),
     ("Answer: E", MODALITY, None),
-    ("Answer: A\nFinal answer: C\nFinal answer: D", ORGAN, None),
+    ("Answer: A\nFinal answer: C\nFinal answer: D", ORGAN, "D"),  # the last answer line stands
     ("B. Liver", ORGAN, None),  # the label contradicts its text
     ("", ORGAN, None),
     ("[ERROR] 429 limit_requests", ORGAN, None),
@@ -157,12 +161,73 @@ CHOICE_CASES = [
     ("Typical of a hemangioma (B) is peripheral enhancement, which is absent here.", LESION, None),
     ("It could be consistent with a cyst (A).", LESION, None),
     ("If this were the spleen, the answer would be C.", ORGAN, None),
-    ("The answer is B. Wait, no - the answer is C.", ORGAN, None),
+    ("The answer is B. Wait, no - the answer is C.", ORGAN, "C"),  # a self-correction
     ("Answer: Kidney or spleen", ORGAN, None),
     ("不选A\uff0c也不选B。", ORGAN, None),
     ("<think>It is A or B", ORGAN, None),
     ("I can't view the image, but if it were the liver the answer would be A.", ORGAN, None),
     ("抱歉\uff0c我无法查看图片。", ORGAN, None),
+]
+
+# Issue #21: replies written apart from the reader that it left unread (or read as no answer).
+NEGATED = ["A. Mass", "B. No lesion", "C. Cyst", "D. Fracture", "E. No lesion seen"]
+NONE_OF = [
+    "A. Stroke",
+    "B. Tumor",
+    "C. Not visible",
+    "D. Cannot be determined",
+    "E. None of the above",
+]
+TEDDY = ["A. a cute teddy bear", "B. a toy train", "C. a red ball"]
+FORCE = ["A. 2.45N", "B. 5.55N", "C. 7.10N", "D. 9.80N"]
+GASES = ["A. H\u2082O", "B. CO\u2082", "C. O\u2082"]
+ISSUE_CASES = [
+    # an option written back is read whatever words its text holds
+    ("E. No lesion seen", NEGATED, "E"),
+    ("**B. No lesion**", NEGATED, "B"),
+    ("B) No lesion", NEGATED, "B"),
+    ("B: No lesion", NEGATED, "B"),
+    ("No lesion", NEGATED, "B"),
+    ("C. Not visible", NONE_OF, "C"),
+    ("D. Cannot be determined", NONE_OF, "D"),
+    ("None of the above.", NONE_OF, "E"),
+    ("Answer: E. None of the above", NONE_OF, "E"),
+    ("a cute teddy bear", TEDDY, "A"),
+    ("A Cute Teddy Bear!", TEDDY, "A"),
+    ("co2", GASES, "B"),
+    ("B. No lesion\nC. Cyst", NEGATED, None),  # two options written back
+    ("B. Cyst", NEGATED, None),  # the label contradicts its text
+    # the last final answer stands
+    ("ANSWER: A\nWait, that is wrong.\nANSWER: B", ORGAN, "B"),
+    ("Answer: A\nAnswer: B", ORGAN, "B"),
+    ("The answer is A. Actually, the lesion is renal, so the answer is B.", ORGAN, "B"),
+    ("Answer: A\nWait.\nAnswer: B or C", ORGAN, None),
+    # tags in any case, other markers
+    ("<ANSWER> b </ANSWER>", ORGAN, "B"),
+    ("<choice>B</choice>", ORGAN, "B"),
+    ("<answer>B or C</answer>", ORGAN, None),
+    ("Selected: B", ORGAN, "B"),
+    ("Option Selected: B", ORGAN, "B"),
+    ("Response: C", ORGAN, "C"),
+    ("My response is B.", ORGAN, "B"),
+    ("Option B - MRI", MODALITY, "B"),
+    ("The lesion is subcapsular and wedge-shaped, option A.", ORGAN, "A"),
+    ("Answer: $D$", ORGAN, "D"),
+    ("Summing the segments, the value is **D**.", ORGAN, "D"),
+    ("The value is not **D**.", ORGAN, None),
+    ("With m = 0.566 kg and g = 9.8 m/s^2, F = 5.55 N. B: 5.55N", FORCE, "B"),
+    # markers in other languages
+    ("정답: B", ORGAN, "B"),
+    ("정답은 D입니다", ORGAN, "D"),
+    ("Antwort: B", ORGAN, "B"),
+    ("Je pense que la réponse est C.", ORGAN, "C"),
+    ("La respuesta correcta es A.", ORGAN, "A"),
+    ("答えはCです。", ORGAN, "C"),
+    # a letter, then the others rejected
+    ("D. it can't be A or B", ORGAN, "D"),
+    ("B\u3002不是 A", ORGAN, "B"),
+    ("C, not A.", ORGAN, "C"),
+    ("B. It can't be B.", ORGAN, None),
 ]
 
 CHAIN_CASES = [
@@ -220,14 +285,14 @@ CHAIN_CASES = [
     ("模态\uff1aB\n器官\uff1aD\n病变\uff1aA\n诊断\uff1aC", "B,D,A,C"),
     ("答案\uff1aB、D、A、C", "B,D,A,C"),
     ("<think>B,D,A,C?</think>\nB,D,C,A", "B,D,C,A"),
-    ("Answer: B, D, A, C\nActually: B, D, C, A", None),
+    ("Answer: B, D, A, C\nActually: B, D, C, A", "B,D,C,A"),  # a self-correction
     ("The options are A, B, C and D.", None),
     ("(A) CT (B) MRI (C) Ultrasound (D) X-ray", None),
     ("I'm unable to view the image, so I cannot answer these questions.", None),
 ]
 
 
-@pytest.mark.parametrize(("reply", "options", "expected"), CHOICE_CASES)
+@pytest.mark.parametrize(("reply", "options", "expected"), CHOICE_CASES + ISSUE_CASES)
 def test_extract_choice(reply: str, options: list[str], expected: str | None) -> None:
     assert extract_choice(reply, options) == expected
 
@@ -270,6 +335,53 @@ def test_is_refusal(reply: str) -> None:
 )
 def test_hedges_and_disclaimers_are_not_refusals(reply: str) -> None:
     assert not is_refusal(reply)
+
+
+def _sample_options() -> list[list[str]]:
+    rows = [
+        json.loads(line)
+        for path in sorted(SAMPLE.glob("*.jsonl"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return [row["options"] for row in rows if "options" in row]
+
+
+def _synthetic_options() -> list[list[str]]:
+    rng = random.Random(21)
+    rows = [make_row(stem, "x.png", rng, i) for stem in MCQ for i in range(40)]
+    return [row["options"] for row in rows] + [NEGATED, NONE_OF, TEDDY, FORCE, GASES]
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample"
+MCQ = ("visual_evidence_qa", "independent_qa")
+# Every list style, with and without markdown; {x} is the letter, {t} the option's text.
+ECHO_STYLES = [
+    "{x}. {t}", "{x}) {t}", "{x}: {t}", "({x}) {t}", "[{x}] {t}", "{x} - {t}", "{x} \u2013 {t}",
+    "Option {x}: {t}", "Option {x} - {t}", "**{x}. {t}**", "**{x}.** {t}", "**{x}**: {t}",
+    "__{x}) {t}__", "- {x}. {t}", "* **{x}) {t}**", "### {x}. {t}", "`{x}. {t}`", "{x}. {t}.",
+    "{t}", "{t}.", "**{t}**", "{T}", "{l}",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "option_lists"),
+    [("sample", _sample_options()), ("synthetic", _synthetic_options())],
+)
+def test_every_option_written_back_reads_as_its_letter(
+    source: str, option_lists: list[list[str]]
+) -> None:
+    assert option_lists, source
+    for options in option_lists:
+        offered = option_letters(options)
+        texts = [" ".join(t.casefold().split()) for t in offered.values()]
+        for letter, text in offered.items():
+            alone_is_unique = texts.count(" ".join(text.casefold().split())) == 1
+            for style in ECHO_STYLES:
+                if "{x}" not in style and not alone_is_unique:
+                    continue  # the same text twice: its text alone names no one option
+                reply = style.format(x=letter, t=text, T=text.upper(), l=text.lower())
+                assert extract_choice(reply, options) == letter, (source, reply, options)
 
 
 def test_case_counts_cover_the_brief() -> None:

@@ -8,20 +8,32 @@ pipeline.scoring.rules (rx); they are possessive or bounded, so long replies sta
 Every reply is folded first (NFKC turns full-width letters and brackets into ASCII; CJK commas,
 stops and brackets become ",", ". ", "[]"); a reasoning model's reply is what follows its last
 </think> (an unclosed <think> has no answer yet); a fence around the whole reply is unwrapped.
+Before anything else, a reply that is one offered option written back is read (pipeline.scoring.echo):
+its letter with its text in any list style or markdown ("E. No lesion", "**B) Not visible**",
+"Option B - MRI"), or its text alone when it is exactly one option's ("None of the above", "co2"
+for "CO₂"). No negation rule runs on it, so an option's own words never cancel it.
 A refusal is None: `is_refusal` ("I can't view the image", "I can't give a diagnosis", 无法回答).
 
 extract_choice collects votes in tiers. The first tier with votes decides, and all of its votes
-must name the same offered letter, else None:
-  0. final     rx.FINAL, then a letter or an option's text: \\boxed{B}, "Final answer: B", 最终答案
+must name the same offered letter, else None, with two exceptions for self-corrections: votes
+after the last rx.CORRECTION that follows a vote ("Wait, that is wrong.", "Actually, ...") stand
+alone, and when each vote opens its own answer line ("Answer: A\nAnswer: B"), the last stands:
+  0. final     rx.FINAL, then a letter or an option's text: \\boxed{B}, "Final answer: B", 最终答案;
+               or rx.TAG in any case: "<ANSWER> b </ANSWER>", "<choice>B</choice>"
   1. explicit  rx.CUE1, then a letter or an option's text: "Answer: B", "The correct option is (b)",
-               "I'd go with B", "My pick is C) Liver", {"choice": "C"}, 答案是B, 故选C, 应选B, 结论;
+               "I'd go with B", "My pick is C) Liver", {"choice": "C"}, 答案是B, 故选C, 应选B, 结论,
+               "Selected: B", "Response: C", "My response is B", "Answer: $D$", and the markers of
+               pipeline.scoring.languages (정답은 D입니다, 答えはC, Antwort: B, réponse est C, respuesta);
                or a letter, then rx.PRED1: "B is the correct answer", "选项C正确", "D 是正确答案"
   2. fence     the last ```...``` block, read as a whole reply (rule 3e)
   3. soft      a. rx.CUE2, then a strict letter, or an option's text with its own letter, or a
                   short phrase and a bracketed letter: "most likely B", "consistent with option C",
                   "so this is squamous cell carcinoma (B)", 最可能是B, 考虑为肺炎(A)
                b. a letter, then rx.PRED2: "Option D (Cyst) fits the image best", "E seems best"
-               c. rx.TAIL, a sentence that ends naming an option: "It's the liver, option C."
+               c. rx.TAIL, a sentence that ends naming an option: "It's the liver, option C.",
+                  or the reply's last clause does ("Given the enhancement, option A.");
+                  rx.BOLD_IS, a bold letter ending a sentence after a copula: "the value is **D**";
+                  a last line or clause that writes one option back: "... = 5.55 N. B: 5.55N"
                d. rx.VERDICT, a labelled line judged positively: "Option C: ... **Most likely.**"
                e. the whole reply (past any markdown headings), unless it echoes the option list:
                   a bare letter ("b", "(B)", "Option B"), a label ("B) Kidney", "## C. Metastasis"),
@@ -35,20 +47,10 @@ consistent with"), when a negative verdict follows it ("so B is out"), when its 
 conditional ("if it were..., the answer would be A") or, in the soft tier, hedged ("could be") or
 taken back ("..., which is absent here"); a tail or a verdict line must hold no negation. A letter
 followed by another ("B or C", "A, D", "B和C"), an option's text followed by another ("Ultrasound or
-CT"), and a label contradicted by its text ("B. Liver", Liver being C) spoil the tier.
+CT"), and a label contradicted by its text ("B. Liver", Liver being C) spoil the tier. A label's
+own clause may reject other letters without cancelling it: "D. it can't be A or B", "B。不是 A".
 
-extract_chain returns n letters (each in `letters`) from the first tier that reads, if that tier's
-readings all agree:
-  1. the whole reply, once numbering ("1.", "Q2:"), level labels ("Modality:", "器官:"), worded
-     brackets ("(CT)"), tags and markup are removed, is only n letters
-  2. the last \\boxed{} or the text after "final answer", read the same way
-  3. the last fence, the text after one of the last three "answer(s)"/"答案"/"依次为" markers, each
-     paragraph and line, each line's value after a lead-in ("For each question: 1) B 2) D ..."),
-     and rx.RUN, n letters after "are", "so", ":" ("The answers are C, B, A and D")
-  4. items: one letter per level or number anchor (rx.ANCHOR) once negated mentions are dropped
-     ("The modality is not CT (A) but MRI (B); the organ is ..."), or n "B for modality" pairs
-  5. exactly n bracketed letters, each after the words it names, in a paragraph with no negation:
-     "an X-ray (A) of the chest (B) ..."; an echo such as "(A) CT (B) MRI" is not read
+extract_chain, the joint answer, is read in pipeline.scoring.chain (re-exported here).
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ import functools
 import re
 from collections.abc import Sequence
 
+from pipeline.scoring import echo
 from pipeline.scoring import rules as rx
+from pipeline.scoring.chain import extract_chain
+
+__all__ = ["extract_chain", "extract_choice", "is_refusal", "option_letters"]
 
 _SHORT = 24  # a reply this short may be a bare letter ("B", "(b)", "**Option C**")
 
@@ -101,68 +107,92 @@ def extract_choice(reply: str | None, options: Sequence[str]) -> str | None:
         # Most replies are a bare letter: what the cascade would end with, read at once.
         letter = bare["letter"].upper()
         return letter if letter in offered else None
+    if letter := echo.echoed(text, offered):  # before any negation: "E. No lesion", "Not visible"
+        return letter
     if rx.REFUSAL.search(text):
         return None
-    final = _cue_votes(text, offered, rx.FINAL)
+    final = _cue_votes(text, offered, rx.FINAL) + _tagged(text, offered)
     explicit = _cue_votes(text, offered, rx.CUE1) + _called(text, offered, 1)
+    if corrected := _corrected(text, final, explicit):
+        return _decided(corrected, text, offered)
     for votes in (final, explicit):
         if votes:
-            return _agreed(votes, offered)
+            return _decided(votes, text, offered)
     fences = rx.FENCE.findall(text)
     if fences and (letter := _plain(fences[-1], offered)):
         return letter
     return _agreed(_soft_votes(text, offered), offered)
 
 
-def extract_chain(reply: str | None, n: int = 4, letters: str = "ABCDEFGH") -> str | None:
-    """Return a joint answer in the official "B,D,A,C" form, or None.
-
-    Args:
-        reply: the model's reply text (None for a failed call).
-        n: how many letters the answer must have, exactly.
-        letters: the letters a position may take.
-    """
-    if not isinstance(reply, str) or n < 1:
-        return None
-    text, allowed = rx.unwrap(rx.fold(reply)), letters.upper()
-    if rx.REFUSAL.search(text):
-        return None
-    if chain := _parse_chain(text, n, allowed):
-        return chain
-    paragraphs = re.split(r"\n\s*\n", text)
-    final, other = _chain_candidates(text)
-    lines = text.splitlines()
-    # A line's value after a short lead-in: "The answer for each question: 1) B 2) D 3) A 4) C".
-    values = [
-        v
-        for k, _, v in (line.partition(":") for line in lines)
-        if v and not rx.ECHOED.search(k[-60:])
-    ]
-    pieces = [*other, *paragraphs, *lines, *values]
-    for readings in (
-        {c for piece in final if (c := _parse_chain(piece, n, allowed))},
-        {c for piece in pieces if (c := _parse_chain(piece, n, allowed))} | _runs(text, n, allowed),
-        {c for block in [text, *paragraphs] if (c := _items(block, n, allowed))},
-        {c for block in paragraphs if (c := _bracketed(block, n, allowed))},
-    ):
-        if readings:  # one tier's readings must agree: "B,D,A,C ... Actually: B,D,C,A" is None
-            return readings.pop() if len(readings) == 1 and "?" not in readings else None
-    return None
+Vote = tuple[int, str]  # where a vote's cue starts, and its letter ("?" when spoiled)
 
 
 def _agreed(votes: list[str], offered: dict[str, str]) -> str | None:
     return votes[0] if votes and len(set(votes)) == 1 and votes[0] in offered else None
 
 
+def _decided(votes: list[Vote], text: str, offered: dict[str, str]) -> str | None:
+    """One tier's letter: all votes agree, or each is its own answer line and the last stands."""
+    letters = [letter for _, letter in sorted(votes)]
+    if len(set(letters)) > 1 and letters[-1] != "?" and all(_opens_line(text, p) for p, _ in votes):
+        return _agreed(letters[-1:], offered)  # "Answer: A\nAnswer: B": the last answer line
+    return _agreed(letters, offered)
+
+
+def _opens_line(text: str, pos: int) -> bool:
+    return not text[text.rfind("\n", 0, pos) + 1 : pos].strip(" \t>*_#-")
+
+
+def _corrected(text: str, final: list[Vote], explicit: list[Vote]) -> list[Vote]:
+    """The votes after the last correction ("Wait, ...", "Actually, ...") that follows a vote."""
+    votes = final + explicit
+    if len(votes) < 2:
+        return []
+    first = min(p for p, _ in votes)
+    marks = [m.start() for m in rx.CORRECTION.finditer(text) if m.start() > first]
+    for mark in reversed(marks):
+        after_final = [v for v in final if v[0] > mark]
+        after = after_final or [v for v in explicit if v[0] > mark]
+        if after:
+            return after
+    return []
+
+
+def _tagged(text: str, offered: dict[str, str]) -> list[Vote]:
+    """Answers in tags of any case: "<ANSWER> b </ANSWER>", "<choice>C</choice>"."""
+    votes = []
+    for match in rx.TAG.finditer(text):
+        body = match["body"].strip()
+        letter = _plain(body, offered) or (
+            lone[1].upper()
+            if (lone := re.fullmatch(r"[\s*_(\[]*([A-Za-z])[\s*_)\].]*", body))
+            else None
+        )
+        votes.append((match.start(), letter if letter in offered else "?"))
+    return votes
+
+
 def _soft_votes(text: str, offered: dict[str, str]) -> list[str]:
-    votes = _cue_votes(text, offered, rx.CUE2, strict=True) + _called(text, offered, 2)
+    cued = _cue_votes(text, offered, rx.CUE2, strict=True) + _called(text, offered, 2)
+    votes = [letter for _, letter in cued]
     for match in rx.TAIL.finditer(text):
         clause = rx.sentence(text, match.start()) + match[0]
         own = rx.norm(offered.get(match["letter"], "")) or "\0"
+        last = (  # the reply's final clause: "…, option A."
+            not text[match.end() :].strip(" \t\n.!")
+            and re.search(r"(?i:option|choice|answer)", match[0]) is not None
+            and not re.search(r"(?<![A-Za-z])[A-Z](?![A-Za-z])", rx.sentence(text, match.start()))
+        )
         if not (rx.NEGATION.search(clause) or rx.HEDGE.search(clause)) and (
-            own in rx.norm(clause) or rx.DECIDE.search(clause)
+            own in rx.norm(clause) or rx.DECIDE.search(clause) or last
         ):
             votes.append(match["letter"])
+    for match in rx.BOLD_IS.finditer(text):
+        clause = rx.sentence(text, match.start())
+        if not (rx.NEG_BEFORE.search(clause) or rx.conditional(clause) or rx.HEDGE.search(clause)):
+            votes.append(match["letter"])
+    if (letter := _last_echo(text, offered)) and not rx.is_echo(text, offered):
+        votes.append(letter)
     for match in rx.VERDICT.finditer(text):
         if rx.POSITIVE.search(match["rest"]) and not rx.NEGATION.search(match["rest"]):
             votes.append(match["letter"])
@@ -172,9 +202,20 @@ def _soft_votes(text: str, offered: dict[str, str]) -> list[str]:
     return votes
 
 
+def _last_echo(text: str, offered: dict[str, str]) -> str | None:
+    """A reply that ends on one option written back, label and text: "... = 5.55 N. B: 5.55N"."""
+    lines = text.rstrip().splitlines()
+    if len(lines) > 1 and (letter := echo.echoed(lines[-1], offered)):
+        return letter
+    clause = re.split(r"(?<=[.!?;])\s+", lines[-1] if lines else "")[-1]
+    if clause != text and rx.LABEL.match(clause) and (letter := echo.echoed(clause, offered)):
+        return letter
+    return None
+
+
 def _cue_votes(
     text: str, offered: dict[str, str], cue: re.Pattern[str], strict: bool = False
-) -> list[str]:
+) -> list[Vote]:
     votes = []
     seen: dict[tuple[int, str], str | None] = {}  # a vote depends only on the text around its cue
     for match in cue.finditer(text):
@@ -183,7 +224,7 @@ def _cue_votes(
         if key not in seen:
             seen[key] = _cue_vote(text, match, offered, strict)
         if vote := seen[key]:
-            votes.append(vote)
+            votes.append((match.start(), vote))
     return votes
 
 
@@ -200,6 +241,9 @@ def _cue_vote(text: str, match: re.Match[str], offered: dict[str, str], strict: 
 def _read(text: str, pos: int, offered: dict[str, str], strict: bool) -> str | None:
     """Read the answer that starts at `pos`: an option's text or a letter; "?" if it is spoiled."""
     after = text[pos : pos + rx.AFTER]
+    line = after.split("\n", 1)[0]
+    if not strict and (letter := echo.echoed(line, offered)) and not rx.is_echo(after, offered):
+        return letter  # "Answer: E. No lesion", "Final answer: Not visible"
     if named := _named_at(after, offered, strict):
         return named
     if (match := rx.TOKEN.match(after)) and (vote := _letter_at(text, pos, match, offered, strict)):
@@ -246,7 +290,7 @@ def _named_at(after: str, offered: dict[str, str], strict: bool) -> str | None:
     return None if strict else letter  # a soft cue needs the letter too: "a hemangioma (B)"
 
 
-def _called(text: str, offered: dict[str, str], tier: int) -> list[str]:
+def _called(text: str, offered: dict[str, str], tier: int) -> list[Vote]:
     """Letters that open a clause and are then judged: "B is correct" (1), "D fits best" (2)."""
     votes = []
     for match in rx.MENTION.finditer(text):
@@ -272,12 +316,14 @@ def _called(text: str, offered: dict[str, str], tier: int) -> list[str]:
             continue
         clause = rx.sentence(text, match.start())
         if not (rx.conditional(clause) or rx.RETRACT.search(rx.rest_of_sentence(rest, 0))):
-            votes.append(letter.upper())
+            votes.append((match.start(), letter.upper()))
     return votes
 
 
 def _plain(text: str, offered: dict[str, str]) -> str | None:
     text = rx.unwrap(text)
+    if letter := echo.echoed(text, offered):
+        return letter
     if match := rx.BARE.fullmatch(text):
         letter = match["letter"].upper()
         return letter if letter in offered else None
@@ -286,7 +332,7 @@ def _plain(text: str, offered: dict[str, str]) -> str | None:
         first = re.split(r"[.!?\n](?:\s|$)", after, maxsplit=1)[0]
         if rx.has_alternative(text[match.end("letter") :]):
             return None
-        if rx.contradicts(letter.upper(), after, offered) or rx.NEGATION.search(first):
+        if rx.contradicts(letter.upper(), after, offered) or _negated(letter.upper(), first):
             return None
         if letter.islower() and not rx.starts_with(
             rx.norm(after) + " ", offered.get(letter.upper(), "")
@@ -300,80 +346,9 @@ def _plain(text: str, offered: dict[str, str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _chain_candidates(text: str) -> tuple[list[str], list[str]]:
-    """Texts that may hold only the chain: (\\boxed{} and "final answer"; fence and markers)."""
-    final: list[str] = rx.CHAIN_BOXED.findall(text)[-1:]
-    other: list[str] = rx.FENCE.findall(text)[-1:]
-    # Only the last few markers: trying the rest after every one of them would be quadratic.
-    for match in list(rx.CHAIN_MARKER.finditer(text))[-3:]:
-        rest = text[match.end() :]
-        group = final if match[0].lower().startswith("final") else other
-        group.extend((rest, rest.strip().split("\n", 1)[0]))
-    return final, other
-
-
-def _parse_chain(candidate: str, n: int, allowed: str) -> str | None:
-    cleaned = rx.CHAIN_NOISE.sub(" ", candidate)
-    if not rx.CHAIN_SHAPE.fullmatch(cleaned):
-        return None
-    found = [c.upper() for c in re.findall(r"[A-Za-z]", cleaned)]
-    return ",".join(found) if len(found) == n and all(c in allowed for c in found) else None
-
-
-def _runs(text: str, n: int, allowed: str) -> set[str]:
-    """Chains written as a run of letters after a lead-in: "The answers are C, B, A and D."."""
-    chains = set()
-    for line in text.splitlines():
-        for match in rx.RUN.finditer(line):
-            found = re.findall(r"[A-Z]", match[0].replace("and", ""))
-            lead, tail = line[: match.start()], line[match.end() :]
-            opening = not lead.strip(" \t*_>-#") and re.match(r"\s*(?:$|[.;:(\u2013\u2014-])", tail)
-            if rx.ECHOED.search(lead[-60:]) or not (opening or rx.RUN_LEAD.search(lead[-40:])):
-                continue
-            if len(found) == n:
-                chains.add(",".join(found) if all(c in allowed for c in found) else "?")
-    return chains
-
-
-def _items(block: str, n: int, allowed: str) -> str | None:
-    """Read one letter per level anchor ("Modality: B", "the organ is the liver (D)", "Q3: A")."""
-    pairs = [m["letter"].upper() for m in rx.LETTER_LEVEL.finditer(block)]
-    if len(pairs) == n and all(c in allowed for c in pairs):
-        return ",".join(pairs)
-    starts: list[int] = []
-    previous = None
-    for match in rx.ANCHOR.finditer(block):
-        gap = block[previous.end() : match.start()] if previous else "\n"
-        if "\n" in gap or _segment_letters(gap):  # "Step 1 (modality): A" is one item
-            starts.append(match.start())
-        previous = match
-    found = []
-    for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(block)
-        letters = {c for c in _segment_letters(block[start:end].split("\n", 1)[0]) if c in allowed}
-        found.append(letters.pop() if len(letters) == 1 else "?")
-    return ",".join(found) if len(found) == n and "?" not in found else None
-
-
-def _segment_letters(segment: str) -> list[str]:
-    """The letters an item names, less negated ones: "not the parotid (B)", "CT (A) is unlikely"."""
-    found = []
-    for match in rx.SEG_LETTER.finditer(segment):
-        letter, rest = match["letter"], segment[match.end() :]
-        wrapped = match.start("letter") > match.start() or bool(match["close"])
-        before = segment[: match.start()]
-        if letter.islower() and not (wrapped or re.search(r"[:=|(\u2013\u2014-]\s*$", before)):
-            continue
-        if rx.is_word(letter, wrapped, rest) or re.search(r"\b[A-Z][a-z]+\s$", before):
-            continue  # "A mass", "Hepatitis B"
-        if not (rx.SEG_NEG.search(before[-40:]) or rx.NEG_AFTER.match(rest)):
-            found.append(letter.upper())
-    return found
-
-
-def _bracketed(block: str, n: int, allowed: str) -> str | None:
-    """Exactly n bracketed letters, each after the words it names, and no negation in the block."""
-    found = re.findall(r"(?<=[\w\u3400-\u9fff])\s?\((?:(?i:option)\s+)?([A-Z])\)", block)
-    if len(found) != n or rx.NEGATION.search(block) or not all(c in allowed for c in found):
-        return None
-    return ",".join(found)
+def _negated(letter: str, clause: str) -> bool:
+    """Say whether a label's first clause holds a negation, other than one rejecting other letters."""
+    rejected = "".join(m[0] for m in rx.REJECT.finditer(clause))
+    if re.search(rf"(?<![A-Za-z]){letter}(?![A-Za-z])", rejected):
+        return True  # "B, not B" or "D. D is wrong"
+    return bool(rx.NEGATION.search(rx.REJECT.sub(" ", clause)))

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from pipeline.scoring import languages
+
 AFTER = 300  # how much text after a letter to inspect
 BEFORE = 160  # how far back a sentence start or a negation is looked for
 
@@ -26,9 +28,9 @@ _FOLD = str.maketrans(
 )
 # A letter token ends here: not "CT", "T2", "B-cell", "A's", "e.g".
 END = r"(?![A-Za-z0-9]|[-'][A-Za-z0-9]|\.[a-z])"
-CLOSE = r"[)\]}*_'\"`]*+"
-WRAPPERS = "([{*_'\"`"
-TOKEN = re.compile(r"[(\[{*_'\"`]*+(?P<letter>[A-Za-z])(?P<close>" + CLOSE + ")" + END)
+CLOSE = r"[)\]}*_'\"`$]*+"
+WRAPPERS = "([{*_'\"`$"
+TOKEN = re.compile(r"[(\[{*_'\"`$]*+(?P<letter>[A-Za-z])(?P<close>" + CLOSE + ")" + END)
 OPTION = re.compile(r"\s*[(\[]?([A-Za-z])\s*[.):\]]\s*(.*)", re.S)
 FENCE = re.compile(r"```(?:[\w+-]*\n)?(.*?)```", re.S)
 # What may stand between a cue and its answer: wrappers, an adverb, a copula, a hedge, "option".
@@ -36,7 +38,7 @@ _LEAD = (
     r"[\s\"'`*_:,=>(\[\]{\u2013\u2014\u2192-]*+(?:(?i:here|then|clearly|definitely)\s+)?"
     r"(?:(?i:is|are|was|would\s+be|should\s+be|will\s+be|be)(?![A-Za-z])|(?:应该?|应当)?(?:是|为|选择?(?!项)))?"
     r"[\s\"'`*_:,(\[{]*+(?:(?i:most\s+)?(?i:likely|probably)(?![A-Za-z])[\s,]*+)?"
-    r"(?:(?i:option|choice|letter)(?![A-Za-z])|选项)?[\s\"'`*_:(\[{]*+"
+    r"(?:(?i:option|choice|letter)(?![A-Za-z])|选项)?[\s\"'`*_:(\[{$]*+"
 )
 FINAL = re.compile(
     r"(?:\\boxed\s*+\{[\s{]*+(?:\\text(?:bf)?\s*+\{\s*+)?|最终(?:答案|选择|选项)"
@@ -45,12 +47,15 @@ FINAL = re.compile(
 CUE1 = re.compile(
     r"(?:(?<![A-Za-z])(?i:(?:correct|best|right|most\s+likely|selected|chosen)[\s_]+"
     r"(?:answer|option|choice|match)s?|(?<![Tt]o\s)answers?(?:\s+to\s+(?:this|the)\s+question)?"
-    r"|conclusion|best\s+guess|my\s+(?:final\s+)?(?:choice|pick|selection|guess)"
+    r"|conclusion|best\s+guess|my\s+(?:final\s+)?(?:choice|pick|selection|guess|response)"
+    r"|(?:selected|selection|response)(?=\s*+[:=])"
     r"|I\s+(?:think|believe)\s+it(?:'s|\s+is)|I(?:'d|'ll|'m\s+going\s+to|\s+would|\s+will)?\s+"
     r"(?:choose|select|pick|go\s+with|opt\s+for|say|guess|favou?r|lean\s+towards?)|going\s+with"
     r"|leaning\s+towards?)(?![A-Za-z])"
     r"|[\"'](?i:choice|option|selection|selected[_ ]option|prediction|letter)[\"']\s*:"
-    r"|(?:正确|最佳|参考)?答案|答(?=\s*:)|结论|(?:正确|最佳)选项|选(?:择|定)?(?![项题])|倾向于?)"
+    r"|(?:正确|最佳|参考)?答案|答(?=\s*:)|结论|(?:正确|最佳)选项|选(?:择|定)?(?![项题])|倾向于?|"
+    + languages.CUES
+    + ")"
     + _LEAD
 )
 CUE2 = re.compile(
@@ -146,8 +151,8 @@ GAP = re.compile(
 HEADINGS = re.compile(r"(?:[ \t]*#{1,6}[ \t][^\n]*\n\s*)+")
 ECHO_LINE = re.compile(r"^[\s*_\u2022-]*+[(\[]?([A-Z])(?:[.):\]]|[ \t]*$)", re.M)
 BARE = re.compile(
-    r"[\s(\[{*_'\"`.]*+(?:(?i:option|choice|letter)\s*+[:=-]?\s*+[(\[{*_'\"`]*+)?"
-    r"(?P<letter>[A-Za-z])[\s)\]}*_'\"`.:,;!]*+"
+    r"[\s(\[{*_'\"`.$]*+(?:(?i:option|choice|letter)\s*+[:=-]?\s*+[(\[{*_'\"`]*+)?"
+    r"(?P<letter>[A-Za-z])[\s)\]}*_'\"`.:,;!$]*+"
 )
 LABEL = re.compile(
     r"[\s*_`#]*+[(\[]?(?P<letter>[A-Za-z])(?:(?:\*\*|__)?[.):\],]|\*\*|[ \t]+[-\u2013\u2014]"
@@ -162,6 +167,39 @@ _SENTENCE_START = re.compile(r".*[.!?;\n]\s*", re.S)
 _CONNECTORS = frozenset(
     {"because", "since", "as", "is", "given", "due", "based", "which", "for", "and", "or", "but"}
     | {"then", "with", "to", "in", "on", "at", "if", "so"}
+)
+# A reply that takes its answer back: the answer given after the last of these stands.
+CORRECTION = re.compile(
+    r"(?i:\b(?:wait|actually|correction|on\s+(?:second\s+thought|reflection|closer\s+(?:inspection"
+    r"|look))|let\s+me\s+(?:re-?check|reconsider|re-?think|re-?examine|re-?evaluate|correct)"
+    r"|reconsider(?:ing)?|scratch\s+that|I\s+(?:was|am)\s+wrong|I\s+misread|I\s+made\s+a\s+mistake"
+    r"|(?:that|this)(?:'s|\s+is|\s+was)\s+(?:wrong|incorrect|a\s+mistake)|sorry)\b)"
+    r"|更正|不对|等等|修正|重新考虑|纠正"
+)
+# An answer in tags of any case: "<answer>B</answer>", "<ANSWER> b </ANSWER>", "<choice>C</choice>".
+TAG = re.compile(
+    r"<\s*+(?P<tag>(?i:(?:final[_ ]?)?answer|choice|option|selection|selected|prediction))\s*+>"
+    r"(?P<body>[^<>]{0,200})<\s*+/\s*+(?P=tag)\s*+>"
+)
+# A bold letter after a copula, ending its sentence: "the value is **D**.", "It is **B**".
+BOLD_IS = re.compile(
+    r"(?i:\b(?:is|was|be))\s++(?:\*\*|__)\s*+[(\[]?(?P<letter>[A-Z])[)\]]?\s*+(?:\*\*|__)"
+    r"(?=\s*+[.!]?[ \t]*(?:\n|$))",
+    re.M,
+)
+# Letters rejected right after a chosen one: "D. it can't be A or B", "C, not B.", "B。不是 A".
+_LETTERS = r"[(\[]?[A-Z][)\]]?(?:\s*+(?:,|/|(?i:or|and|nor)\b|或|和)\s*+[(\[]?[A-Z][)\]]?)*" + END
+REJECT = re.compile(
+    r"(?i:(?:(?:it|this)\s+)?(?:can(?:'t|not)\s+be|could(?:n't|\s+not)\s+be|is(?:n't|\s+not)"
+    r"|(?:definitely\s+|certainly\s+|clearly\s+)?not|rather\s+than|instead\s+of|unlike)"
+    r"\s+(?:(?:option|choice)\s+)?)"
+    + _LETTERS
+    + r"|(?:不是|而非|并非|排除)\s*+(?:选项)?"
+    + _LETTERS
+    + r"|(?:(?i:options?|choices?)\s+)?"
+    + _LETTERS
+    + r"\s+(?i:(?:is|are)(?:n't|\s+not)\s+\w+"
+    r"|(?:is|are)\s+(?:wrong|incorrect|unlikely|excluded|ruled\s+out)|(?:do|does)(?:n't|\s+not)\s+\w+)"
 )
 REFUSAL = re.compile(
     r"(?i:\b(?:I|we)(?:\s+(?:can(?:not|'t|\s+not)|could(?:n't|\s+not)|won't\s+be\s+able\s+to"
@@ -211,7 +249,9 @@ CHAIN_NOISE = re.compile(
 CHAIN_SHAPE = re.compile(r"[\s:=-]*+[A-Za-z](?:[\s,;/|&>\u2192-]++[A-Za-z])*+[\s.,;!]*+")
 CHAIN_MARKER = re.compile(
     r"(?<![A-Za-z])(?i:(?:final\s+)?answers?|sequence)(?![A-Za-z])(?:\s+(?i:is|are)\b)?"
-    r"[\s\"'*]*[:=-]?|答案(?:分别|依次)?(?:是|为)?|(?:分别|依次)(?:是|为)"
+    r"[\s\"'*]*[:=-]?|答案(?:分别|依次)?(?:是|为)?|(?:分别|依次)(?:是|为)|(?:"
+    + languages.CHAIN_CUES
+    + r")\s*+[:=]?"
 )
 CHAIN_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 RUN = re.compile(
