@@ -1,1 +1,1 @@
-"""model"""
+"""The responder: cache, claims, cost budget, pacing, replicas and the HTTP client with retries."""

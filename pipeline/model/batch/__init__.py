@@ -1,1 +1,1 @@
-"""model/batch"""
+"""The Batch API: its HTTP calls, the run's batch files and state, and the batch responder."""
