@@ -213,13 +213,19 @@ def test_cache_key_covers_size_quality_mime_and_content(tmp_path: Path) -> None:
 def test_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path: Path, garbage: bytes) -> None:
     path = _save(_noise((50, 40)), tmp_path / "x.png")
     spec = ImageSpec(path, 1024, 85)
-    cache = ImageCache(tmp_path / "cache")
+    said: list[str] = []
+    cache = ImageCache(tmp_path / "cache", warn=said.append)
     url = cache.data_url(spec)
     [entry] = _entries(tmp_path / "cache")
     entry.write_bytes(garbage)
     assert cache.data_url(spec) == url
     assert (cache.hits, cache.misses) == (0, 2)
     assert entry.read_text() == url
+    # said through the run's message channel, one line naming the entry
+    [line] = said
+    assert line.startswith(f"warning: image cache entry {entry} is ") and line.endswith(
+        "re-encoding"
+    )
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,8 +238,13 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError(msg)
 
     monkeypatch.setattr(os, "replace", boom)
-    assert ImageCache(root).data_url(spec) == encode_image(spec)  # the row still gets its image
+    said: list[str] = []
+    full = ImageCache(root, warn=said.append)
+    assert full.data_url(spec) == encode_image(spec)  # the row still gets its image
+    assert full.data_url(ImageSpec(path, 512, 75)) == encode_image(ImageSpec(path, 512, 75))
     assert _entries(root) == []
+    [line] = said  # a full disk fails every entry: said once, through the channel
+    assert line.startswith("warning: cannot write image cache entry ") and "disk full" in line
     monkeypatch.undo()
     ImageCache(root).data_url(spec)
     assert [p.suffix for p in _entries(root)] == [".txt"]

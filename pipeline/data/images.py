@@ -6,10 +6,10 @@ import base64
 import functools
 import hashlib
 import io
-import logging
 import mimetypes
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from PIL import Image
 from pipeline.files import write_atomic
 from pipeline.records import ImageSpec
 
-log = logging.getLogger(__name__)
 
 # Bump when the encoder's output changes for the same input: it is part of the cache key.
 IMAGE_VERSION = "drvd-img-1"
@@ -144,8 +143,9 @@ class PixelBudget:
 class ImageCache:
     """Encoded images on disk under `root/images/`, or no cache when root is None."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, *, warn: Callable[[str], None] | None = None) -> None:
         self._dir = None if root is None else root / "images"
+        self._warn = warn or _say  # one line each, as the run's other warnings
         self._budget = PixelBudget()
         self._lock = threading.Lock()
         self.hits = 0
@@ -158,7 +158,7 @@ class ImageCache:
             with self._budget.hold(spec.path):
                 return encode_image(spec, legacy_mime=legacy_mime)
         entry = _entry(self._dir, spec, legacy_mime)
-        url = _read(entry)
+        url = _read(entry, self._warn)
         with self._lock:
             if url is None:
                 self.misses += 1
@@ -174,7 +174,7 @@ class ImageCache:
             # The cache only saves work; a full disk must not fail the row.
             if not self._warned:
                 self._warned = True
-                log.warning("cannot write image cache entry %s: %s (said once)", entry, exc)
+                self._warn(f"warning: cannot write image cache entry {entry}: {exc} (said once)")
         return url
 
 
@@ -184,15 +184,19 @@ def _entry(root: Path, spec: ImageSpec, legacy_mime: bool) -> Path:
     return root / key[:2] / f"{key}.txt"
 
 
-def _read(entry: Path) -> str | None:
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _read(entry: Path, warn: Callable[[str], None]) -> str | None:
     try:
         text = entry.read_text(encoding="ascii")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        log.warning("image cache entry %s is unreadable (%s); re-encoding", entry, exc)
+        warn(f"warning: image cache entry {entry} is unreadable ({exc}); re-encoding")
         return None
     if not _valid_url(text):
-        log.warning("image cache entry %s is corrupt; re-encoding", entry)
+        warn(f"warning: image cache entry {entry} is corrupt; re-encoding")
         return None
     return text
