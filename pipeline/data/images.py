@@ -19,7 +19,6 @@ from PIL import Image
 from pipeline.files import write_atomic
 from pipeline.records import ImageSpec
 
-
 # Bump when the encoder's output changes for the same input: it is part of the cache key.
 IMAGE_VERSION = "drvd-img-1"
 
