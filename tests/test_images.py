@@ -223,9 +223,8 @@ def test_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path: Path, garbage: bytes
     assert entry.read_text() == url
     # said through the run's message channel, one line naming the entry
     [line] = said
-    assert line.startswith(f"warning: image cache entry {entry} is ") and line.endswith(
-        "re-encoding"
-    )
+    assert line.startswith(f"warning: image cache entry {entry} is ")
+    assert line.endswith("re-encoding")
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +243,8 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert full.data_url(ImageSpec(path, 512, 75)) == encode_image(ImageSpec(path, 512, 75))
     assert _entries(root) == []
     [line] = said  # a full disk fails every entry: said once, through the channel
-    assert line.startswith("warning: cannot write image cache entry ") and "disk full" in line
+    assert line.startswith("warning: cannot write image cache entry ")
+    assert "disk full" in line
     monkeypatch.undo()
     ImageCache(root).data_url(spec)
     assert [p.suffix for p in _entries(root)] == [".txt"]
