@@ -68,6 +68,12 @@ def _run_flags(ev: argparse.ArgumentParser) -> None:
     )
     ev.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
     ev.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ev.add_argument(
+        "--page",
+        choices=("on", "off"),
+        help="write report.html and the plots when the run ends (DRVD_PAGE; default on; "
+        "off: `view` draws them later)",
+    )
     ev.add_argument("--seed", type=int, help="seed of the random baseline (default 0)")
     ev.add_argument(
         "--legacy-mime",

@@ -69,10 +69,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
             render(summary, console)
         return _stopped(exc)
     render(result.summary, console)
-    console.print(
-        f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  "
-        f"report: {cfg.run_dir / REPORT_NAME}"
-    )
+    page = f"report: {cfg.run_dir / REPORT_NAME}" if cfg.page else "page: off (`view` draws it)"
+    console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  {page}")
     return _ended(result)
 
 

@@ -65,6 +65,7 @@ class EvalConfig:
     hold_seconds: float = DEFAULT_HOLD_SECONDS
     cache_dir: Path = DEFAULT_CACHE_DIR
     use_cache: bool = True
+    page: bool = True  # write report.html and plots when the run ends
     seed: int = 0
     legacy_mime: bool = False
     official_quirks: bool = False
@@ -320,6 +321,7 @@ def load_config(
         cache_dir=Path(values["cache_dir"]),
         hold_seconds=values["hold_seconds"],
         use_cache=not flags.get("no_cache", False),
+        page=values["page"],
         seed=flags.get("seed") or 0,
         legacy_mime=bool(flags.get("legacy_mime", False)),
         official_quirks=bool(flags.get("official_quirks", False)),

@@ -128,6 +128,13 @@ KNOBS = (
         shown="the protocol's: 50 independent, 100 joint, unset otherwise",
     ),
     Knob(
+        "page",
+        "DRVD_PAGE",
+        _on_off,
+        "write the run's page (report.html) and plots when it ends; off: `view` writes them later",
+        True,
+    ),
+    Knob(
         "thinking",
         "DRVD_THINKING",
         _on_off,

@@ -17,12 +17,20 @@ _KEY_VARS = ("OPENAI_API_KEY", "DASHSCOPE_API_KEY", "DEEPSEEK_API_KEY")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Drop every DRVD_* and provider key variable; point the cache at a temporary dir."""
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Drop every DRVD_* and provider key variable; point the cache at a temporary dir.
+
+    A module that checks nothing of the page sets `PAGE = False`: its CLI runs skip report.html
+    and the plots (DRVD_PAGE=off), a second of CPU per run. Every other module gets the page.
+    """
     for name in list(os.environ):
         if name.startswith("DRVD_") or name in _KEY_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("DRVD_CACHE_DIR", str(tmp_path / "cache"))
+    if not getattr(request.module, "PAGE", True):
+        monkeypatch.setenv("DRVD_PAGE", "off")
 
 
 class VirtualClock:

@@ -23,6 +23,8 @@ from pipeline.model.cache import ResponseCache
 from pipeline.records import FILES
 from pipeline.run.runner import run_eval
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 LONG_NAME = "a" * 300 + ".png"  # one component longer than NAME_MAX (255)
 LONG_PATH = "images/" + "x/" * 2500 + "y.png"  # short components, longer than PATH_MAX (4096)
 

@@ -20,6 +20,8 @@ from pipeline.model.batch.state import BATCHES_NAME
 from pipeline.records import FILES
 from pipeline.run.runner import run_eval
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 ROWS = 60
 PRICE = {"price_in": 2.0, "price_out": 8.0}
 

@@ -15,6 +15,8 @@ from pipeline.model.budget import Budget, CostCapReached
 from pipeline.providers.prices import PRICES, Price, price_for
 from pipeline.records import FILES
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 ROWS = 40
 PRICE_IN, PRICE_OUT = 1000.0, 100.0  # USD per 1M tokens: large, so each row costs cents
 

@@ -18,6 +18,8 @@ from procs import drvd, lines_of, server_process
 
 from pipeline.data.synthetic import write_dataset
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 KEY = {"DASHSCOPE_API_KEY": "sk-test"}
 # Long sides from tiny (below Qwen's 4-block minimum) to far over the protocol's 1,024 px.
 SIZES = (40, 200, 500, 900, 1300, 2500, 4000)

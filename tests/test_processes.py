@@ -17,6 +17,7 @@ from procs import REPO, drvd, drvd_env, lines_of, server_process, start_drvd, wa
 from pipeline.data.synthetic import write_dataset
 from pipeline.records import FILES
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
 ROWS = 40
 
 

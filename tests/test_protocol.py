@@ -25,6 +25,8 @@ import orjson
 import pytest
 from PIL import Image
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_VERSION = "0.2.2"
 LEVELS = ("modality", "organ", "lesion", "diagnosis")

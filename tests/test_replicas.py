@@ -19,6 +19,8 @@ from pipeline.data.prompts import build_request
 from pipeline.model.responder import APIModel
 from pipeline.records import Outcome, Sample
 
+PAGE = False  # checks nothing of the page: CLI runs skip it (conftest)
+
 
 def closed_port_url() -> str:
     """Return the URL of a local port nobody listens on."""

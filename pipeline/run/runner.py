@@ -340,6 +340,7 @@ class Run:
         # In a thread: other runs of a sweep go on while this one draws its page.
         if (
             self.write_page is not None
+            and self.cfg.page
             and not self.sink.failure
             and (note := await asyncio.to_thread(self.write_page, self.cfg.run_dir, summary, cache))
         ):
