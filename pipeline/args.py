@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score the stripped raw reply by exact match, as the official scripts do",
     )
+    sc.add_argument(
+        "--page", choices=("on", "off"), help="rewrite report.html and the plots (DRVD_PAGE)"
+    )
 
     co = sub.add_parser(
         "compare",

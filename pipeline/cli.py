@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from pipeline.args import SAMPLE_DIR, build_parser
 from pipeline.compare.comparison import run_compare
-from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, user_models
+from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, page, user_models
 from pipeline.errors import (
     ConfigError,
     ExitCode,
@@ -202,10 +202,12 @@ def _score(args: argparse.Namespace, console: Console) -> int:
             path = args.run_dir / SUMMARY_NAME
             msg = f"cannot write {path}: {os_reason(exc)}; free space, then rerun"
             raise WriteError(msg) from exc
-        if note := try_write_report(args.run_dir, summary, cache_dir()):  # never changes the exit
+        drawn = page(args.page)
+        # never changes the exit
+        if drawn and (note := try_write_report(args.run_dir, summary, cache_dir())):
             print(note, file=sys.stderr)
     render(summary, console)
-    console.print(f"report: {args.run_dir / REPORT_NAME}")
+    console.print(f"report: {args.run_dir / REPORT_NAME}" if drawn else "page: off")
     return ExitCode.OK
 
 

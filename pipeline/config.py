@@ -367,6 +367,11 @@ def cache_dir(flag: Path | None = None, env: Mapping[str, str] | None = None) ->
     return Path(_one_knob("cache_dir", flag, env))
 
 
+def page(flag: str | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Say whether to write the page: `--page`, else DRVD_PAGE, else on."""
+    return bool(_one_knob("page", flag, env))
+
+
 def debug(env: Mapping[str, str] | None = None) -> bool:
     """Say whether DRVD_DEBUG=1 asks for tracebacks of internal errors."""
     return (os.environ if env is None else env).get("DRVD_DEBUG", "").strip() == "1"

@@ -99,7 +99,7 @@ def official_cells(compute: Callable[..., None], path: Path, mode: str) -> list[
 
 
 def pipeline(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRVD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRVD_") or k == "DRVD_PAGE"}
     cmd = [sys.executable, "-m", "pipeline", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 

@@ -113,6 +113,10 @@ def test_page_off_skips_the_page_and_plots_and_view_draws_them_later(tmp_path: P
         summary["files"]
         == orjson.loads((tmp_path / "drawn" / "summary.json").read_bytes())["files"]
     )
+    rescored = drvd("score", tmp_path / "variable", env={"DRVD_PAGE": "off"})
+    assert rescored.returncode == 0, rescored.stderr
+    assert rescored.stdout.rstrip().endswith("page: off")
+    assert not (tmp_path / "variable" / "report.html").exists()
     later = drvd("view", tmp_path / "flag")
     assert later.returncode == 0, later.stderr
     assert (tmp_path / "flag" / "report.html").is_file()
