@@ -22,14 +22,15 @@ def _isolated_env(
 ) -> None:
     """Drop every DRVD_* and provider key variable; point the cache at a temporary dir.
 
-    A module that checks nothing of the page sets `PAGE = False`: its CLI runs skip report.html
-    and the plots (DRVD_PAGE=off), a second of CPU per run. Every other module gets the page.
+    A module that checks nothing of the page sets `PAGE = False`, a test `@pytest.mark.no_page`:
+    its CLI runs skip report.html and the plots (DRVD_PAGE=off), a second of CPU per run.
+    Every other test gets the page.
     """
     for name in list(os.environ):
         if name.startswith("DRVD_") or name in _KEY_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("DRVD_CACHE_DIR", str(tmp_path / "cache"))
-    if not getattr(request.module, "PAGE", True):
+    if not getattr(request.module, "PAGE", True) or request.node.get_closest_marker("no_page"):
         monkeypatch.setenv("DRVD_PAGE", "off")
 
 

@@ -104,6 +104,7 @@ def test_invalid_flag_value_exits_2(tmp_path: Path) -> None:
     assert "concurrency" in assert_one_line_error(proc, 2).lower()
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_random_eval_then_score_reproduces_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = drvd("eval", "--model", "random", "--data", SAMPLE, "--out", out, "--quiet")
@@ -125,6 +126,7 @@ def test_random_eval_then_score_reproduces_the_summary(tmp_path: Path) -> None:
     assert again["usage"] == summary["usage"]
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_cache_stats_and_clear(tmp_path: Path) -> None:
     root = tmp_path / "mycache"
     cache = ResponseCache(root)

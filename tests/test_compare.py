@@ -141,6 +141,7 @@ def test_leaderboard_and_paired_numbers_equal_an_independent_recount(
     assert sum(int(p["only_first_right"]) + int(p["only_other_right"]) for p in paired) > 0
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_failed_rows_leave_the_pairs_and_each_run_is_scored_in_its_own_mode(
     runs: Path, tmp_path: Path
 ) -> None:

@@ -92,6 +92,7 @@ def _received(tmp_path: Path, name: str, start: float, end: float) -> list[float
     return sorted(e["received"] for e in entries if start <= e["received"] <= end)
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_sweep_runs_both_models_at_once_with_the_results_of_two_evals(tmp_path: Path) -> None:
     data = _data(tmp_path / "data")
     with _servers(tmp_path, "a", "b") as servers:
@@ -185,6 +186,7 @@ def test_a_fatal_error_stops_only_its_model_and_the_sweep_exits_3(tmp_path: Path
     assert "| b |" in proc.stdout
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_progress_without_a_terminal_is_a_line_per_model(tmp_path: Path) -> None:
     data = _data(tmp_path / "data", 6, independent_qa=1.0)
     with _servers(tmp_path, "a", "b", latency=0) as servers:
@@ -196,6 +198,7 @@ def test_progress_without_a_terminal_is_a_line_per_model(tmp_path: Path) -> None
         assert f"{alias}: 6/6 rows " in proc.stderr, proc.stderr
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_sigterm_stops_every_run_and_each_writes_its_partial_summary(tmp_path: Path) -> None:
     data = _data(tmp_path / "data")
     out = tmp_path / "out"
@@ -216,6 +219,7 @@ def test_sigterm_stops_every_run_and_each_writes_its_partial_summary(tmp_path: P
     assert {m["status"] for m in _comparison(out)["models"]} == {"interrupted"}
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_a_run_folder_in_use_stops_the_sweep_before_any_request(tmp_path: Path) -> None:
     data = _data(tmp_path / "data")
     with _servers(tmp_path, "a", "b") as servers:
