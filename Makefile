@@ -49,8 +49,11 @@ $(CHROME): $(STAMP)
 demo: setup
 	$(PY) -m pipeline eval --model random --data $(SAMPLE) --out $(OUT) --run-name demo-random --judge none
 
+# Twice as many workers as cores: many tests wait on real processes and servers. worksteal
+# rebalances the long ones (kill -9, sweeps, the browser) across workers as they finish.
+WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: setup-report browser
-	$(PY) -m pytest -n auto
+	$(PY) -m pytest -n $(WORKERS) --dist worksteal
 
 # MODELS="a b c" runs them at once in one process (`pipeline sweep --models a,b,c`).
 eval: setup-report
