@@ -10,8 +10,13 @@ from typing import Any
 from pipeline.data.prompts import PROTOCOLS
 from pipeline.knobs import DEFAULT_OUT, KNOBS
 from pipeline.records import FILES
-from pipeline.run.sweep import HELP
 
+SWEEP_HELP = (
+    "Run several models at once in one process, each into the run folder `eval --model X` uses\n"
+    "(either command resumes the other), sharing the response cache and the judge. Flags apply\n"
+    "to every model; each alias keeps its own endpoint, key and limits (--models-file). Ends with\n"
+    "a table comparing them in OUT/sweep-<time>.md and .json. Exit status: the worst run's."
+)
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 
 
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
     ev.add_argument("--run-name", help="run folder name (default: derived from the model)")
     sw = sub.add_parser(
-        "sweep", help="run several models at once, in one process", description=HELP, **shared
+        "sweep", help="run several models at once, in one process", description=SWEEP_HELP, **shared
     )
     sw.add_argument("--models", required=True, help="comma-separated, e.g. qwen,gpt-4o,openai:m")
     pl = sub.add_parser(

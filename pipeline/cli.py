@@ -10,16 +10,16 @@ import signal
 import sys
 import webbrowser
 from collections.abc import Awaitable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
 from rich.markup import escape
 
 from pipeline.args import SAMPLE_DIR, build_parser
-from pipeline.compare.comparison import run_compare
 from pipeline.config import cache_dir, debug, load_config, malloc_arenas_set, page, user_models
 from pipeline.errors import (
+    INTERRUPTED,
     ConfigError,
     ExitCode,
     FatalAPIError,
@@ -28,16 +28,15 @@ from pipeline.errors import (
     os_reason,
 )
 from pipeline.model.cache import ResponseCache
-from pipeline.plan.estimate import estimate
-from pipeline.plan.view import eval_line, plan_json, plan_lines
 from pipeline.providers.registry import MODELS
 from pipeline.redact import show_url
 from pipeline.run.lock import run_lock
-from pipeline.run.runner import INTERRUPTED, RunResult, run_eval
-from pipeline.run.sweep import Sweep, sweep_configs
 from pipeline.scoring.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 from pipeline.views.page import REPORT_NAME, try_write_report, write_report
 from pipeline.views.terminal import failure_lines, render
+
+if TYPE_CHECKING:  # the commands' modules load when their command runs: a fast --help, score
+    from pipeline.run.runner import RunResult
 
 # A sweep exits with its worst run's status.
 WORST = tuple(ExitCode)
@@ -48,6 +47,10 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 def _eval(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.plan.estimate import estimate
+    from pipeline.plan.view import eval_line
+    from pipeline.run.runner import run_eval
+
     cfg = load_config(vars(args))
     if cfg.data.resolve() == SAMPLE_DIR.resolve():
         console.print(
@@ -75,6 +78,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.run.sweep import Sweep, sweep_configs
+
     sweep = Sweep(
         sweep_configs(vars(args)), show_progress=not args.quiet, write_page=try_write_report
     )
@@ -227,6 +232,9 @@ def _view(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.plan.estimate import estimate
+    from pipeline.plan.view import plan_json, plan_lines
+
     plan = estimate(load_config(vars(args), keys=False))
     if args.json:
         print(orjson.dumps(plan_json(plan)).decode())
@@ -317,5 +325,7 @@ def _command(args: argparse.Namespace, console: Console) -> int:
     if args.command == "cache":
         return _cache(args, console)
     if args.command == "compare":
+        from pipeline.compare.comparison import run_compare
+
         return run_compare(args.runs, args.out)
     return _models(args, console)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+INTERRUPTED = "interrupted: rerun the same command to resume"  # how a stopped run ends
+
 
 class ExitCode(IntEnum):
     """The exit statuses of every command, a sweep's being its worst run's (in this order)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 import __future__
 
+import subprocess
+import sys
 import tomllib
 import types
 from pathlib import Path
@@ -28,7 +30,15 @@ def test_all_lists_every_public_name() -> None:
         and not isinstance(value, types.ModuleType)  # submodules are reached by their path
         and not isinstance(value, __future__._Feature)  # `from __future__ import annotations`
     }
+    public |= set(pipeline._HOMES)  # the names loaded on first use
     assert public == {n for n in pipeline.__all__ if not n.startswith("_")}
+
+
+def test_the_package_and_the_command_line_load_no_http_stack_until_a_run() -> None:
+    """`import pipeline` and `drvd score/view/--help` leave the runner and aiohttp unloaded."""
+    code = "import sys, pipeline.cli; print(sorted({'pipeline.run.runner', 'aiohttp'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_exported_objects_come_from_the_package() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.config import EvalConfig
 from pipeline.data.dataset import ImageFolder, count_rows, dataset_files, samples_within
 from pipeline.data.prompts import build_request
-from pipeline.errors import DataError, ExitCode, FatalAPIError, os_reason
+from pipeline.errors import INTERRUPTED, DataError, ExitCode, FatalAPIError, os_reason
 from pipeline.model.batch.responder import BatchModel
 from pipeline.model.budget import Budget, CostCapReached
 from pipeline.model.cache import ResponseCache
@@ -38,7 +38,6 @@ from pipeline.scoring.judge import Judge
 from pipeline.scoring.summary import SUMMARY_NAME, Scorer, write_summary
 from pipeline.views.progress import ProgressBoard, RunProgress
 
-INTERRUPTED = "interrupted: rerun the same command to resume"
 BATCH_WORKERS = 50_000  # --batch: rows waiting at once (a batch's most lines)
 CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues

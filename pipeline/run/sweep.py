@@ -35,12 +35,6 @@ from pipeline.run.runner import PageWriter, Run, RunResult
 from pipeline.scoring.summary import read_summary
 from pipeline.views.progress import ProgressBoard
 
-HELP = (
-    "Run several models at once in one process, each into the run folder `eval --model X` uses\n"
-    "(either command resumes the other), sharing the response cache and the judge. Flags apply\n"
-    "to every model; each alias keeps its own endpoint, key and limits (--models-file). Ends with\n"
-    "a table comparing them in OUT/sweep-<time>.md and .json. Exit status: the worst run's."
-)
 DISCRETE = tuple(f for f in FILES if f != "report_generation")  # scored by accuracy
 STATUS = {
     ExitCode.OK: "ok",
