@@ -205,7 +205,8 @@ class APIModel:
                 )
             except OSError as exc:
                 return Outcome(None, RowError(f"image could not be encoded: {exc}"))
-        tokens = request_tokens(request, self.image_rule)
+        # Only a TPM bucket spends tokens; the estimate reads the image's header.
+        tokens = request_tokens(request, self.image_rule) if self.cfg.tpm is not None else 0
         sent = [0]  # attempts that reached the client
         reserved, paid = self._reserve(request), 0.0  # raises past the cost cap: nothing sent
         try:
