@@ -15,8 +15,10 @@ import pytest
 from procs import REPO, ServerProcess, drvd, lines_of, server_process, start_drvd, wait_for
 
 from pipeline.data.synthetic import write_dataset
+from pipeline.errors import ExitCode
 from pipeline.records import FILES
 from pipeline.run.lock import run_lock
+from pipeline.run.sweep import STATUS
 
 ROWS = 16
 LATENCY = 0.3
@@ -246,3 +248,9 @@ def test_make_eval_with_models_runs_the_sweep(variables: list[str], command: str
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert command in proc.stdout, proc.stdout
+
+
+def test_every_exit_status_has_a_word_in_the_comparison() -> None:
+    """A run stopped by --max-cost (4) among others: its line says so (it was missing)."""
+    assert set(STATUS) == set(ExitCode)
+    assert STATUS[ExitCode(4)] == "cost cap"
