@@ -22,7 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 FILTERS = ("filter-file", "filter-modality", "filter-task", "filter-verdict", "filter-source")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
 def browser() -> Iterator[webdriver.Chrome]:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
@@ -37,7 +37,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     chrome.quit()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mixed_run(tmp_path_factory.mktemp("mixed"))
 

@@ -28,7 +28,7 @@ LABELS = (*MCQ, *(f"joint_qa_{lv}" for lv in JOINT_LEVELS), "joint_qa_chain")
 PAIRED = ["file", "run", "n_both", "only_first_right", "only_other_right", "p_value"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Runs r1, r2 (random, seeds 1 and 2) and r3 (seed 3, another protocol, max_tokens, items)."""
     root = tmp_path_factory.mktemp("compare")

@@ -25,7 +25,7 @@ KEY = {"DASHSCOPE_API_KEY": "sk-test"}
 SIZES = (40, 200, 500, 900, 1300, 2500, 4000)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("plan") / "data"
     write_dataset(root, total=60, images=14, sizes=SIZES, large=1)  # one of 6,000 px

@@ -254,7 +254,7 @@ BAD_IMAGES = ("images/missing.png", "images/garbage.jpg")
 BROKEN = ("independent_qa", 3)  # a row without `question`: not a result (the official code crashes)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
 def image_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[int]]]:
     """An eval run (random model) where one image is missing and one is not an image."""
     data = tmp_path_factory.mktemp("protocol") / "data"
