@@ -16,7 +16,6 @@ from pipeline.data.dataset import (
     find_root,
     iter_samples,
     present_files,
-    resolve_image,
 )
 from pipeline.errors import ConfigError, DataError
 from pipeline.records import FILES, Kind, Sample, row_kind
@@ -301,10 +300,10 @@ def test_find_root_gives_up_below_two_levels(tmp_path: Path) -> None:
 
 def test_resolve_image_hf_layout(tmp_path: Path) -> None:
     path = _image(tmp_path)
-    assert resolve_image(tmp_path, IMG) == path
-    assert resolve_image(tmp_path, "images/ct/none.png") is None
-    assert resolve_image(tmp_path, "") is None
-    assert resolve_image(tmp_path, str(path)) is None
+    assert ImageFolder(tmp_path).resolve(IMG) == path
+    assert ImageFolder(tmp_path).resolve("images/ct/none.png") is None
+    assert ImageFolder(tmp_path).resolve("") is None
+    assert ImageFolder(tmp_path).resolve(str(path)) is None
 
 
 @pytest.mark.parametrize(

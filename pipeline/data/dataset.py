@@ -111,11 +111,6 @@ class ImageFolder:
         return None
 
 
-def resolve_image(root: Path, rel: str) -> Path | None:
-    """Return the existing file `rel` names under `root`, or None (a one-off `ImageFolder`)."""
-    return ImageFolder(root).resolve(rel)
-
-
 def _first_byte(path: Path) -> bytes:
     """Return the first byte of the file that is not blank (nor a BOM); b"" when there is none."""
     with path.open("rb") as f:

@@ -174,7 +174,6 @@ class Images:
     ) -> None:
         self.folder = folder
         self.sent = sent
-        self.root = root
         self.dataset = ImageFolder(root) if root is not None else None
         self.protocol = protocol
         self.cache = cache
