@@ -21,14 +21,19 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float] | None:
     if not 0 <= correct <= n:
         msg = f"wilson: correct={correct} is not within 0..{n}"
         raise ValueError(msg)
-    p = correct / n
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    scale = 1 + z2 / n
-    low, high = (centre - half) / scale, (centre + half) / scale
+    low, high = wilson_fraction(correct / n, n, z)
     # Exactly 0 and 1 at the ends, where rounding would leave a hair off.
     return (0.0 if correct == 0 else low), (1.0 if correct == n else high)
+
+
+def wilson_fraction(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson's interval for a proportion `p` seen on `n` trials, where `n` may be fractional
+    (an effective sample size). Needs n > 0."""
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z2 / (4 * n * n))
+    scale = 1 + z2 / n
+    return max(0.0, (centre - half) / scale), min(1.0, (centre + half) / scale)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
