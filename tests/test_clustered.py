@@ -6,8 +6,26 @@ from fractions import Fraction
 
 import pytest
 
-from pipeline.scoring.clustered import clustered_interval, paired_difference, robust_variance
+from pipeline.scoring.clustered import (
+    clustered_interval,
+    paired_difference,
+    robust_variance,
+    t_quantile,
+)
 from pipeline.scoring.stats import wilson
+
+Z = 1.959963984540054
+# Student's t, 97.5% quantiles from the printed table (Abramowitz & Stegun, Table 26.10).
+T975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 9: 2.262157,
+        19: 2.093024, 29: 2.045230, 39: 2.022691, 60: 2.000298, 120: 1.979930}  # fmt: skip
+
+
+@pytest.mark.parametrize(("df", "expected"), sorted(T975.items()))
+def test_the_t_quantile_matches_the_table(df: int, expected: float) -> None:
+    # Exact for 1 and 2 degrees of freedom; the expansion is within 0.004 at 3, 3e-4 at 5 and
+    # 2e-5 from 9 on.
+    tolerance = 4e-3 if df < 5 else 3e-4 if df < 9 else 2e-5
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=max(tolerance, 1e-6))
 
 
 def test_the_robust_variance_of_a_small_example_equals_the_one_worked_by_hand() -> None:
@@ -18,10 +36,15 @@ def test_the_robust_variance_of_a_small_example_equals_the_one_worked_by_hand() 
     assert robust_variance(values, clusters) == pytest.approx(float(Fraction(1, 48)), rel=1e-12)
     ci = clustered_interval(values, clusters)
     assert ci is not None
-    # The design effect: V over p(1-p)/n = (1/48) / (1/24) = 1/2; the interval is never
-    # narrower than Wilson's on the rows, so it equals Wilson's here.
+    # The design effect: V over p(1-p)/n = (1/48) / (1/24) = 1/2; n_eff is truncated at the
+    # 6 rows (never narrower than Wilson's on the rows), then scaled by (z/t_2)² for G - 1 = 2
+    # degrees of freedom (Korn & Graubard): t_2 = 0.95·sqrt(2/(1 - 0.95²)) in closed form.
     assert ci.design_effect == pytest.approx(0.5)
-    assert (ci.low, ci.high) == pytest.approx(wilson(3, 6))
+    t2 = 0.95 * (2 / (1 - 0.95**2)) ** 0.5
+    assert (ci.low, ci.high) == pytest.approx(_wilson_float(Fraction(1, 2), 6 * (Z / t2) ** 2))
+    rows = wilson(3, 6)
+    assert rows is not None
+    assert ci.low < rows[0]  # wider than Wilson's on the rows: 3 images say little of the spread
     assert ci.clusters == 3
 
 
@@ -47,16 +70,18 @@ def test_identical_rows_within_an_image_have_a_design_effect_near_the_rows_per_i
     ci = clustered_interval(values, clusters)
     assert ci is not None
     assert ci.design_effect == pytest.approx(groups * m / (groups - 1))
-    # Wilson on the effective n = G - 1 (p(1-p)/V), wider than Wilson on all G·m rows.
-    assert (ci.low, ci.high) == pytest.approx(_wilson_float(Fraction(3, 5), groups - 1), rel=1e-12)
+    # Wilson on the effective n = G - 1 (p(1-p)/V) times (z/t_39)², wider than Wilson on all
+    # G·m rows.
+    n_eff = (groups - 1) * (Z / T975[39]) ** 2
+    assert (ci.low, ci.high) == pytest.approx(_wilson_float(Fraction(3, 5), n_eff), rel=1e-6)
     rows = wilson(int(sum(values)), len(values))
     assert rows is not None
     assert ci.high - ci.low > rows[1] - rows[0]
 
 
-def _wilson_float(p: Fraction, n: int) -> tuple[float, float]:
+def _wilson_float(p: Fraction, n: float) -> tuple[float, float]:
     # Wilson's interval, written out again from its formula (z to 1e-12).
-    z = 1.959963984540054
+    z = Z
     centre = float(p) + z * z / (2 * n)
     half = z * (float(p * (1 - p)) / n + z * z / (4 * n * n)) ** 0.5
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
@@ -67,7 +92,9 @@ def test_all_right_or_one_image_is_handled_without_dividing_by_zero() -> None:
     assert ci is not None
     assert ci.high == 1.0
     assert ci.design_effect is None
-    assert ci.low == pytest.approx(wilson(6, 6)[0])  # type: ignore[index]
+    # No spread seen: n_eff is the 6 rows, still scaled by (z/t_2)² as 3 images are few.
+    t2 = 0.95 * (2 / (1 - 0.95**2)) ** 0.5
+    assert ci.low == pytest.approx(_wilson_float(Fraction(1), 6 * (Z / t2) ** 2)[0])
     alone = clustered_interval([1.0, 0.0, 1.0], ["x", "x", "x"])
     assert alone is not None
     assert alone.clusters == 1
@@ -99,9 +126,17 @@ def test_a_paired_difference_uses_the_per_row_differences() -> None:
     assert d is not None
     assert d.diff == pytest.approx(1 / 6)
     # Differences per cluster: a: 1, b: 1, c: -1 -> totals minus mean·2: 2/3, 2/3, -4/3.
-    # V = 3/2 · (4/9 + 4/9 + 16/9) / 36 = 1/9 -> half width z/3.
-    assert d.high - d.diff == pytest.approx(1.959963984540054 / 3)
+    # V = 3/2 · (4/9 + 4/9 + 16/9) / 36 = 1/9 -> half width t_2/3 = 1.43 (3 clusters: 2 df),
+    # clipped to [-1, 1] on both sides.
+    assert (d.low, d.high) == (-1.0, 1.0)
     assert d.clusters == 3
+    # Ten images of one row: deltas 1,1,1,0×6,-1 -> mean 1/5, s² = (3·16 + 6 + 36)/25/9 = 2/5,
+    # V = s²/10 = 1/25 -> half width t_9 · 1/5.
+    ten = paired_difference([1.0] * 3 + [0.0] * 7, [0.0] * 9 + [1.0], list(range(10)))
+    assert ten is not None
+    assert ten.diff == pytest.approx(0.2)
+    half = T975[9] / 5
+    assert (ten.low, ten.high) == pytest.approx((0.2 - half, 0.2 + half), abs=1e-5)
     same = paired_difference(first, first, clusters)
     assert same is not None
     assert (same.low, same.high) == (0.0, 0.0)

@@ -11,12 +11,17 @@ effect is V over the variance of `trials` independent Bernoulli draws, p(1-p)/tr
 be fractional (a row's mean over K samples), so V holds both the item and the sampling variance.
 
 The interval is Wilson's on the effective sample size n_eff = p(1-p)/V (Kish), truncated at
-`trials` so a design effect below 1 never narrows it (Korn & Graubard 1998). Near 0 and 1 it stays
-inside [0, 1] and keeps its coverage where a Wald interval would not. With fewer than two clusters
-nothing is known of the spread between clusters, so n_eff is the number of clusters.
+`trials` so a design effect below 1 never narrows it, then scaled by (z/t)², t the 97.5% quantile
+of Student's t on G-1 degrees of freedom, because V is estimated from only G cluster totals: the
+degrees-of-freedom-adjusted effective n of Korn & Graubard (1998, Survey Methodology 24:193-201).
+Near 0 and 1 it stays inside [0, 1] and keeps its coverage where a Wald interval would not. With
+fewer than two clusters nothing is known of the spread between clusters, so n_eff is the number of
+clusters. tests/test_coverage.py measures the coverage by simulation: 95% from a few hundred
+images down to about ten (where z alone gives 92-93%), where Wilson on the rows gives about 80%.
 
 Differences between paired runs (the same rows, two models) use the same variance on the per-row
-difference, with a Wald interval clipped to [-1, 1].
+difference, with a Wald interval on t_{G-1} (Cameron & Miller 2015, J. Human Resources 50:317-372,
+§VI), clipped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -25,10 +30,36 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from statistics import NormalDist
+
 from pipeline.scoring.stats import Z95, wilson_fraction
 
-METHOD = "cluster-robust (by image) variance, Wilson on the effective n"
-DIFF_METHOD = "cluster-robust (by image) variance of the paired difference, Wald"
+METHOD = "cluster-robust (by image) variance, Wilson on the effective n (Korn-Graubard df)"
+DIFF_METHOD = "cluster-robust (by image) variance of the paired difference, Wald on t(G-1)"
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Return Student's t quantile at `p` on `df` degrees of freedom (df >= 1).
+
+    Exact for 1 and 2 degrees of freedom; beyond, the Cornish-Fisher expansion of t in z
+    (Abramowitz & Stegun 26.7.5, four terms): within 0.004 of the table at 3, 1e-4 from 5 on.
+    """
+    if df < 1:
+        msg = f"t_quantile: df must be >= 1, got {df}"
+        raise ValueError(msg)
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        a = 2 * p - 1
+        return a * math.sqrt(2 / (1 - a * a))
+    z = NormalDist().inv_cdf(p)
+    terms = (
+        (z**3 + z) / 4,
+        (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+        (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+        (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
+    )
+    return z + sum(term / df**power for power, term in enumerate(terms, start=1))
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,8 @@ def clustered_interval(
     else:
         deff = variance / (bernoulli / trials)
         n_eff = min(float(trials), bernoulli / variance)
+    if groups >= 2:
+        n_eff *= (z / t_quantile(_upper(z), groups - 1)) ** 2
     low, high = wilson_fraction(mean, n_eff, z)
     return Interval(mean, low, high, groups, deff)
 
@@ -145,5 +178,10 @@ def paired_difference(
     groups = len(_totals(deltas, clusters))
     if variance is None:
         return Difference(diff, -1.0, 1.0, groups)
-    half = z * math.sqrt(max(variance, 0.0))
+    half = t_quantile(_upper(z), groups - 1) * math.sqrt(max(variance, 0.0))
     return Difference(diff, max(-1.0, diff - half), min(1.0, diff + half), groups)
+
+
+def _upper(z: float) -> float:
+    """Return the upper probability whose normal quantile is `z` (0.975 for Z95)."""
+    return NormalDist().cdf(z)
