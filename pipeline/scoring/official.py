@@ -101,7 +101,7 @@ class RowScore:
     bert_f1: float | None = None  # report, on keywords
     source: str | None = None  # how the answer was obtained: extracted, judge, none
     judge_model: str | None = None
-    image: str | None = None  # image_paths, to link independent and joint rows
+    image: str | None = None  # image_paths: the cluster of its intervals; links independent, joint
 
 
 def score_row(family: Family, row: ResultRow, *, official_quirks: bool = False) -> RowScore:
@@ -128,7 +128,7 @@ def score_row(family: Family, row: ResultRow, *, official_quirks: bool = False) 
         )
     pair = report_pair(data, response)
     if pair is None:
-        return RowScore(("Unknown",), (), source=row.answer_source, **base)
+        return RowScore(("Unknown",), (), source=row.answer_source, image=image, **base)
     modality, reference, prediction = pair
     if (kw := row.keywords) is not None:
         bleu = sentence_bleu(kw.reference, kw.prediction)
@@ -139,10 +139,11 @@ def score_row(family: Family, row: ResultRow, *, official_quirks: bool = False) 
             keywords=True,
             bert_f1=kw.bert_f1,
             source=row.answer_source,
+            image=image,
             **base,
         )
     bleu = sentence_bleu(reference, prediction)
-    return RowScore((modality,), (), bleu=bleu, source=row.answer_source, **base)
+    return RowScore((modality,), (), bleu=bleu, source=row.answer_source, image=image, **base)
 
 
 def _opt_str(value: object) -> str | None:

@@ -18,6 +18,7 @@ import orjson
 from pipeline.files import write_atomic
 from pipeline.records import FILES, JOINT_LEVELS, ResultRow, Usage
 from pipeline.results import read_run
+from pipeline.scoring.intervals import add_intervals
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, Family, RowScore, score_row
 
 SUMMARY_NAME = "summary.json"
@@ -34,6 +35,8 @@ ADDITIONS = (
     "files.report_generation.bert_f1 when keywords exist; bleu/bert_f1 all-modality means",
     "independent_vs_joint: per-level accuracy on the same images, independent then joint",
     "shortcut: how often the diagnosis is right while the lesion level is wrong",
+    "files.*.ci (every accuracy; joint_qa's is the chain's): 95% interval clustered by image",
+    "files.report_generation.bleu_ci/bert_f1_ci: 95% cluster bootstrap by image (seeded)",
 )
 _KEYWORDS_NOTE = (
     "keyword extraction not run (no judge): BLEU is computed on the raw texts, not on extracted "
@@ -96,6 +99,7 @@ class Scorer:
         order = [f for f in FILES if f in self._files] + [f for f in self._files if f not in FILES]
         sections = {"mcq": _mcq_section, "joint": _joint_section, "report": _report_section}
         files = {f: sections[self._family[f]](self._files[f].values()) for f in order}
+        add_intervals(files, {f: self._files[f].values() for f in order})
         out: dict[str, Any] = {
             "model": model,
             "files": files,
