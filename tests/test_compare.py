@@ -1,8 +1,8 @@
 """`drvd compare`: real runs (`eval` in subprocesses), compared, every number recounted here.
 
 The recount reads the results files directly (model_response against the gold letter, the raw
-reply for a run scored with official quirks), and the interval and test come from
-`test_stats`' references, which share no code with pipeline.scoring.stats.
+reply for a run scored with official quirks, the image of each row), and the intervals and test
+come from `test_stats`' and `test_intervals`' references, which share no code with the package.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 import pytest
 from procs import drvd, lines_of, server_process
+from test_intervals import check_ci, clustered_reference, difference_reference
 from test_stats import mcnemar_reference, wilson_reference
 
 from pipeline.data.synthetic import write_dataset
@@ -26,6 +28,7 @@ from pipeline.records import JOINT_LEVELS
 MCQ = ("visual_evidence_qa", "independent_qa")
 LABELS = (*MCQ, *(f"joint_qa_{lv}" for lv in JOINT_LEVELS), "joint_qa_chain")
 PAIRED = ["file", "run", "n_both", "only_first_right", "only_other_right", "p_value"]
+PAIRED += ["diff", "diff_ci_low", "diff_ci_high"]
 
 
 @pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
@@ -85,12 +88,30 @@ def recount(run: Path, *, raw: bool = False) -> dict[str, dict[str, bool | None]
     return out
 
 
+def images_of(run: Path) -> dict[str, dict[str, str]]:
+    """Return label -> key -> the row's image (its key when it has none): the clusters."""
+    out: dict[str, dict[str, str]] = {}
+    for stem in (*MCQ, "joint_qa"):
+        keys = {
+            row["_meta"]["key"]: row.get("image_paths") or row["_meta"]["key"]
+            for row in lines_of(run / f"{stem}.jsonl")
+        }
+        for label in LABELS:
+            if label == stem or (stem == "joint_qa" and label.startswith("joint_qa_")):
+                out[label] = keys
+    return out
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def check_leaderboard(row: dict[str, str], counts: dict[str, dict[str, bool | None]]) -> None:
+def check_leaderboard(
+    row: dict[str, str],
+    counts: dict[str, dict[str, bool | None]],
+    images: dict[str, dict[str, str]],
+) -> None:
     """A leaderboard row against the recount: failed rows are in n and count wrong."""
     for label, items in counts.items():
         n, k = len(items), sum(1 for v in items.values() if v)
@@ -98,15 +119,34 @@ def check_leaderboard(row: dict[str, str], counts: dict[str, dict[str, bool | No
         assert int(row[f"{label}_correct"]) == k, label
         assert float(row[f"{label}_accuracy"]) == pytest.approx(k / n, abs=1e-6)
         low, high = wilson_reference(k, n)
-        assert float(row[f"{label}_ci_low"]) == pytest.approx(low, abs=1e-6), label
-        assert float(row[f"{label}_ci_high"]) == pytest.approx(high, abs=1e-6), label
+        assert float(row[f"{label}_wilson_low"]) == pytest.approx(low, abs=2e-6), label
+        assert float(row[f"{label}_wilson_high"]) == pytest.approx(high, abs=2e-6), label
+        values = [1.0 if v else 0.0 for v in items.values()]
+        low, high, _, deff = clustered_reference(values, [images[label][key] for key in items])
+        assert float(row[f"{label}_ci_low"]) == pytest.approx(low, abs=2e-6), label
+        assert float(row[f"{label}_ci_high"]) == pytest.approx(high, abs=2e-6), label
+        if deff is None:
+            assert row[f"{label}_design_effect"] == "", label
+        else:
+            assert float(row[f"{label}_design_effect"]) == pytest.approx(deff, abs=1e-4), label
 
 
 def check_paired(
-    got: dict[str, str], first: dict[str, bool | None], other: dict[str, bool | None]
+    got: dict[str, str],
+    first: dict[str, bool | None],
+    other: dict[str, bool | None],
+    images: dict[str, str],
 ) -> None:
     """A paired.csv line against the recount: keys both have, neither failed."""
     both = [k for k in first if k in other and first[k] is not None and other[k] is not None]
+    diff, low, high = difference_reference(
+        [float(bool(other[k])) for k in both],
+        [float(bool(first[k])) for k in both],
+        [images[k] for k in both],
+    )
+    assert float(got["diff"]) == pytest.approx(diff, abs=1e-6), got["file"]
+    assert float(got["diff_ci_low"]) == pytest.approx(low, abs=1e-6), got["file"]
+    assert float(got["diff_ci_high"]) == pytest.approx(high, abs=1e-6), got["file"]
     b = sum(1 for k in both if first[k] and not other[k])
     c = sum(1 for k in both if other[k] and not first[k])
     assert (int(got["n_both"]), int(got["only_first_right"]), int(got["only_other_right"])) == (
@@ -133,12 +173,52 @@ def test_leaderboard_and_paired_numbers_equal_an_independent_recount(
     assert list(board) == ["r1", "r2"]
     counts = {name: recount(runs / name) for name in board}
     for name in board:
-        check_leaderboard(board[name], counts[name])
+        check_leaderboard(board[name], counts[name], images_of(runs / name))
     paired = read_csv(out / "paired.csv")
     assert [(p["file"], p["run"]) for p in paired] == [(label, "r2") for label in LABELS]
+    images = images_of(runs / "r1")
     for p in paired:
-        check_paired(p, counts["r1"][p["file"]], counts["r2"][p["file"]])
+        check_paired(p, counts["r1"][p["file"]], counts["r2"][p["file"]], images[p["file"]])
     assert sum(int(p["only_first_right"]) + int(p["only_other_right"]) for p in paired) > 0
+
+
+def test_each_runs_summary_intervals_equal_a_recount_clustered_by_image(runs: Path) -> None:
+    # summary.json as `eval` wrote it, against cluster totals recounted from the results files.
+    run = runs / "r1"
+    files = orjson.loads((run / "summary.json").read_bytes())["files"]
+    counts, images = recount(run), images_of(run)
+
+    def check(got: dict[str, Any], label: str, keys: list[str]) -> None:
+        values = [1.0 if counts[label][k] else 0.0 for k in keys]
+        check_ci(got, values, [images[label][k] for k in keys])
+
+    for stem in MCQ:
+        check(files[stem]["ci"], stem, list(counts[stem]))
+        cells: dict[tuple[str, str], list[str]] = {}
+        for row in lines_of(run / f"{stem}.jsonl"):
+            sub = row["task"] if "task" in row else row["level"]
+            cells.setdefault((row["modality"], sub), []).append(row["_meta"]["key"])
+        assert sum(len(g) for g in files[stem]["groups"].values()) == len(cells)
+        for (modality, sub), keys in cells.items():
+            check(files[stem]["groups"][modality][sub]["ci"], stem, keys)
+    joint = files["joint_qa"]
+    check(joint["ci"], "joint_qa_chain", list(counts["joint_qa_chain"]))
+    by_modality: dict[str, list[str]] = {}
+    for row in lines_of(run / "joint_qa.jsonl"):
+        by_modality.setdefault(row["modality"], []).append(row["_meta"]["key"])
+    for lv in JOINT_LEVELS:
+        check(joint["level_totals"][lv]["ci"], f"joint_qa_{lv}", list(counts[f"joint_qa_{lv}"]))
+        for modality, keys in by_modality.items():
+            check(joint["levels"][modality][lv]["ci"], f"joint_qa_{lv}", keys)
+    for modality, keys in by_modality.items():
+        check(joint["chains"][modality]["ci"], "joint_qa_chain", keys)
+    # 120 rows over 6 images: every file's rows span them all.
+    assert joint["ci"]["clusters"] == files["visual_evidence_qa"]["ci"]["clusters"] == 6
+    report = files["report_generation"]
+    shown = {row["image_paths"] for row in lines_of(run / "report_generation.jsonl")}
+    assert report["bleu_ci"]["clusters"] == len(shown)
+    low, high = report["bleu_ci"]["low"], report["bleu_ci"]["high"]
+    assert low - 1e-6 <= report["bleu"] <= high + 1e-6  # rounded to 6 decimals
 
 
 @pytest.mark.no_page  # checks nothing of the page
@@ -177,15 +257,15 @@ def test_failed_rows_leave_the_pairs_and_each_run_is_scored_in_its_own_mode(
     mine, theirs = recount(served), recount(runs / "r1")
     failed = sum(1 for items in mine.values() for v in items.values() if v is None)
     assert failed == 2 + 5  # two MCQ rows, one joint row in five labels
-    check_leaderboard(board["served"], mine)
-    check_leaderboard(board["quirks"], recount(quirks, raw=True))
+    check_leaderboard(board["served"], mine, images_of(served))
+    check_leaderboard(board["quirks"], recount(quirks, raw=True), images_of(quirks))
     assert int(board["quirks"]["visual_evidence_qa_correct"]) < int(
         board["served"]["visual_evidence_qa_correct"]
     )
     paired = read_csv(cmp / "paired.csv")
     for p in paired:
         other = recount(quirks, raw=True) if p["run"] == "quirks" else theirs
-        check_paired(p, mine[p["file"]], other[p["file"]])
+        check_paired(p, mine[p["file"]], other[p["file"]], images_of(served)[p["file"]])
     first = {p["file"]: int(p["n_both"]) for p in paired if p["run"] == "r1"}
     assert first["visual_evidence_qa"] == len(mine["visual_evidence_qa"]) - 1
 
@@ -227,7 +307,7 @@ def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(
         assert (out / name).stat().st_size > 0, name
     header = read_csv(out / "leaderboard.csv")[0].keys()
     for label in LABELS:
-        for suffix in ("accuracy", "ci_low", "ci_high"):
+        for suffix in ("accuracy", "ci_low", "ci_high", "design_effect", "wilson_low"):
             assert f"{label}_{suffix}" in header
     assert {"report_generation_bleu", "report_generation_bert_f1"} <= set(header)
     assert (out / "paired.csv").read_text().splitlines()[0].split(",") == PAIRED

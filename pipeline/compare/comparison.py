@@ -5,13 +5,16 @@ scoring mode (`summary.json` says which), exactly as `drvd score` would; `summar
 the settings checked for comparability. Writes, in DIR:
 
 - `leaderboard.csv`/`.md`/`.html`/`.tex`: a row per run; per multiple-choice file, per joint level
-  and for the whole joint chain `<name>_n`, `_correct`, `_accuracy`, `_ci_low`, `_ci_high` (Wilson
-  95%); report BLEU and BERTScore (`report_generation_bleu`, `_bert_f1`). A failed row counts wrong
-  here, as the official scoring has it.
+  and for the whole joint chain `<name>_n`, `_correct`, `_accuracy`, `_ci_low`, `_ci_high` (95%,
+  clustered by image: `scoring.clustered`), `_design_effect`, `_wilson_low`, `_wilson_high` (rows
+  taken as independent); report BLEU and BERTScore (`report_generation_bleu`, `_bert_f1`). A failed
+  row counts wrong here, as the official scoring has it.
 - `paired.csv`: each later run against the first, per multiple-choice file, joint level and
-  chain: `file`, `run`, `n_both`, `only_first_right`, `only_other_right`, `p_value` (exact McNemar).
-  Only items both runs answered count: the same item key, and neither row failed (a failed row says
-  nothing about the model, and a rerun retries it), so `n_both` may be below both runs' `n`.
+  chain: `file`, `run`, `n_both`, `only_first_right`, `only_other_right`, `p_value` (exact McNemar),
+  `diff` (the run's accuracy minus the first's on those items), `diff_ci_low`, `diff_ci_high` (its
+  95% interval clustered by image). Only items both runs answered count: the same item key, and
+  neither row failed (a failed row says nothing about the model, and a rerun retries it), so
+  `n_both` may be below both runs' `n`.
 - `flipped.md`/`.html`: the items of `paired.csv`'s discordant counts, each linked to its card in
   both runs' `report.html` (`#row-<file>-<key>`).
 - bar and radar plots per level and per modality (`compare_plots`), PNG and SVG.
@@ -33,6 +36,7 @@ from pipeline.errors import ConfigError, ExitCode, WriteError, os_reason
 from pipeline.records import FILES, JOINT_LEVELS, ResultRow
 from pipeline.results import read_run
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, RowScore, score_row
+from pipeline.scoring.clustered import paired_difference
 from pipeline.scoring.stats import mcnemar_exact, wilson
 from pipeline.scoring.summary import SUMMARY_NAME, Scorer, read_summary
 
@@ -90,6 +94,9 @@ class Paired:
     only_other_right: int
     p_value: float
     flips: tuple[Flip, ...]
+    diff: float | None = None  # the run's accuracy minus the first's, on the n_both items
+    diff_low: float | None = None
+    diff_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +136,21 @@ def run_names(paths: Sequence[Path]) -> list[str]:
     return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
 
 
-def proportion(prefix: str, correct: int, n: int) -> dict[str, Any]:
-    """Return the leaderboard cells of one proportion: n, correct, accuracy and its interval."""
-    ci = wilson(correct, n)
+def proportion(prefix: str, correct: int, n: int, ci: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the leaderboard cells of one proportion: n, correct, accuracy, its intervals.
+
+    `ci` is the summary's interval clustered by image; Wilson's follows, for the rows alone.
+    """
+    plain = wilson(correct, n)
     return {
         f"{prefix}_n": n,
         f"{prefix}_correct": correct,
         f"{prefix}_accuracy": correct / n if n else None,
-        f"{prefix}_ci_low": ci[0] if ci else None,
-        f"{prefix}_ci_high": ci[1] if ci else None,
+        f"{prefix}_ci_low": ci["low"] if ci else None,
+        f"{prefix}_ci_high": ci["high"] if ci else None,
+        f"{prefix}_design_effect": ci["design_effect"] if ci else None,
+        f"{prefix}_wilson_low": plain[0] if plain else None,
+        f"{prefix}_wilson_high": plain[1] if plain else None,
     }
 
 
@@ -155,13 +168,15 @@ def metrics(run: Run) -> dict[str, Any]:
     }
     for stem in MCQ_FILES:
         if stem in files:
-            out.update(proportion(stem, files[stem]["correct"], files[stem]["n"]))
+            cell = files[stem]
+            out.update(proportion(stem, cell["correct"], cell["n"], cell.get("ci")))
     if JOINT in files:
         joint = files[JOINT]
         for level in JOINT_LEVELS:
             cell = joint["level_totals"][level]
-            out.update(proportion(f"{JOINT}_{level}", cell["correct"], cell["n"]))
-        out.update(proportion(f"{JOINT}_chain", joint["chain_correct"], joint["n"]))
+            out.update(proportion(f"{JOINT}_{level}", cell["correct"], cell["n"], cell.get("ci")))
+        chain = proportion(f"{JOINT}_chain", joint["chain_correct"], joint["n"], joint.get("ci"))
+        out.update(chain)
     if REPORT in files:
         report = files[REPORT]
         out.update(
@@ -203,7 +218,12 @@ def pair(first: Run, other: Run) -> list[Paired]:
         only_first = sum(f.first_right for f in flips)
         only_other = len(flips) - only_first
         p = mcnemar_exact(only_first, only_other)
-        out.append(Paired(label, other.name, len(both), only_first, only_other, p, flips))
+        # The first run's row gives the image: the same key is the same input row in both.
+        rows = first.items[label_file(label)]
+        clusters = [rows[k].score.image or ("row", k) for k in both]
+        d = paired_difference([float(b[k]) for k in both], [float(a[k]) for k in both], clusters)
+        diff = (d.diff, d.low, d.high) if d else (None, None, None)
+        out.append(Paired(label, other.name, len(both), only_first, only_other, p, flips, *diff))
     return out
 
 

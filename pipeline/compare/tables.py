@@ -22,8 +22,18 @@ from pipeline.compare.comparison import JOINT, REPORT, Comparison, Flip, Paired,
 from pipeline.compare.plots import plot_all
 from pipeline.files import write_atomic
 
-PAIRED_COLUMNS = ("file", "run", "n_both", "only_first_right", "only_other_right", "p_value")
-_SUFFIXES = ("_n", "_correct", "_accuracy", "_ci_low", "_ci_high")
+PAIRED_COLUMNS = (
+    "file",
+    "run",
+    "n_both",
+    "only_first_right",
+    "only_other_right",
+    "p_value",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+)
+_CI_TEXT = "Accuracy % [95% interval clustered by image], n items, design effect (deff)"
 _SHOWN = 60  # characters of an answer shown in the flipped lists
 
 
@@ -65,18 +75,21 @@ def leaderboard_csv(c: Comparison) -> bytes:
 def paired_csv(c: Comparison) -> bytes:
     rows = (
         [p.label, p.run, p.n_both, p.only_first_right, p.only_other_right, f"{p.p_value:.6g}"]
+        + [_cell(v) for v in (p.diff, p.diff_low, p.diff_high)]
         for p in c.paired
     )
     return to_csv(PAIRED_COLUMNS, rows)
 
 
 def _pct(m: dict[str, Any], prefix: str) -> str:
-    """Return '52.3 [47.1, 57.4] n=300', or '' when the run lacks it."""
+    """Return '52.3 [47.1, 57.4] n=300 deff 2.1', or '' when the run lacks it."""
     acc = m.get(f"{prefix}_accuracy")
     if acc is None:
         return ""
     low, high, n = m[f"{prefix}_ci_low"], m[f"{prefix}_ci_high"], m[f"{prefix}_n"]
-    return f"{100 * acc:.1f} [{100 * low:.1f}, {100 * high:.1f}] n={n}"
+    deff = m.get(f"{prefix}_design_effect")
+    text = f"{100 * acc:.1f} [{100 * low:.1f}, {100 * high:.1f}] n={n}"
+    return text if deff is None else f"{text} deff {deff:.1f}"
 
 
 def _num(value: object) -> str:
@@ -109,7 +122,15 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[st
 
 def _paired_rows(c: Comparison) -> list[list[str]]:
     counts = ((p, (p.n_both, p.only_first_right, p.only_other_right)) for p in c.paired)
-    return [[p.label, p.run, *map(str, n), f"{p.p_value:.3g}"] for p, n in counts]
+    return [
+        [p.label, p.run, *map(str, n), f"{p.p_value:.3g}", *_points(p.diff, p.diff_low, p.diff_high)]
+        for p, n in counts
+    ]
+
+
+def _points(*values: float | None) -> list[str]:
+    """Return differences in accuracy as signed percentage points: '+2.3'."""
+    return ["" if v is None else f"{100 * v:+.1f}" for v in values]
 
 
 def leaderboard_md(c: Comparison) -> bytes:
@@ -118,14 +139,16 @@ def leaderboard_md(c: Comparison) -> bytes:
     lines = [
         "# Leaderboard",
         "",
-        "Accuracy % [Wilson 95% interval], n items; failed rows count wrong.",
+        f"{_CI_TEXT}; failed rows count wrong.",
     ]
     if c.warnings:
         lines += ["", "## Not comparable", "", *(f"- warning: {w}" for w in c.warnings)]
     lines += ["", *md_table(header, rows), "", f"## Paired against {first} (exact McNemar)", ""]
     lines += [
         "Items both runs answered (same key, neither failed); `only_first_right`: "
-        f"{first} right, the other wrong. Flipped items: [flipped.md](flipped.md).",
+        f"{first} right, the other wrong; `diff`: the run's accuracy minus {first}'s on those "
+        "items, in points, with its 95% interval clustered by image. "
+        "Flipped items: [flipped.md](flipped.md).",
         "",
         *md_table(PAIRED_COLUMNS, _paired_rows(c)),
         "",
@@ -145,7 +168,7 @@ def _tex(text: object) -> str:
 def leaderboard_tex(c: Comparison) -> bytes:
     header, rows = table(c)
     lines = [
-        "% drvd compare: accuracy % [Wilson 95% interval], n items. Needs \\usepackage{booktabs}.",
+        f"% drvd compare: {_CI_TEXT.lower()}. Needs \\usepackage{{booktabs}}.",
         "\\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
         "\\toprule",
         " & ".join(_tex(h) for h in header) + " \\\\",
@@ -250,13 +273,14 @@ def leaderboard_html(c: Comparison, images: Sequence[tuple[str, bytes]]) -> byte
     header, rows = table(c)
     first = html.escape(c.runs[0].name)
     body = [
-        "<h1>Leaderboard</h1><p>Accuracy % [Wilson 95% interval], n items; failed rows count wrong.</p>"
+        f"<h1>Leaderboard</h1><p>{html.escape(_CI_TEXT)}; failed rows count wrong.</p>"
     ]
     body += [f'<p class="warn">warning: {html.escape(w)}</p>' for w in c.warnings]
     body.append(html_table(header, rows))
     body.append(f"<h2>Paired against {first} (exact McNemar)</h2>")
     body.append(
-        "<p>Items both runs answered (same key, neither failed). "
+        "<p>Items both runs answered (same key, neither failed); diff: the run's accuracy minus "
+        "the first's, in points, with its 95% interval clustered by image. "
         '<a href="flipped.html">The items that flipped</a>, linked to their cards.</p>'
     )
     body.append(html_table(PAIRED_COLUMNS, _paired_rows(c)))
