@@ -20,6 +20,7 @@ assumed (`BASE_LATENCY` + reply tokens at `TOKENS_PER_SECOND`), or "within 24 h"
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ from pipeline.data.prompts import build_request
 from pipeline.errors import DataError
 from pipeline.model.cache import ResponseCache
 from pipeline.model.responder import response_key
+from pipeline.plan.power import Detectable, detectable
 from pipeline.providers.prices import Price
 from pipeline.providers.registry import thinking_body
 from pipeline.providers.tokens import image_rule, prompt_tokens, text_tokens
 from pipeline.records import ChatRequest, Kind, ResultRow, Sample
 from pipeline.results import read_rows
 from pipeline.scoring.judge import KEYWORD_TEMPERATURE, keyword_prompt, mapper_prompt
+from pipeline.scoring.official import FILE_FAMILY
 
 # Reply tokens per call when the run has measured none: a letter, a chain, a paragraph.
 TYPICAL_REPLY: dict[Kind, int] = {"evidence": 5, "independent": 3, "joint": 12, "report": 300}
@@ -69,6 +72,8 @@ class FileEstimate:
     judge_prompt_tokens: float = 0.0
     judge_completion_tokens: float = 0.0
     seconds: float = 0.0
+    images: int = 0  # distinct images among the rows
+    per_image: float = 0.0  # rows per image weighted by size, Σm²/Σm
 
     def to_json(self) -> dict[str, Any]:
         """Return the file's numbers for `--json`."""
@@ -99,6 +104,7 @@ class Plan:
     unreadable_measured: bool
     quick: bool = False  # tokens from a sample of rows, cache not probed
     notes: tuple[str, ...] = ()
+    detectable: tuple[Detectable, ...] = ()  # per accuracy file: the smallest difference seen
 
     def total(self, name: str) -> int:
         """Return the sum of one FileEstimate field over the files, rounded."""
@@ -253,7 +259,13 @@ def estimate(cfg: EvalConfig, *, quick: bool = False) -> Plan:
     share = sum(d.unreadable for d in done.values()) / mcq if mcq else DEFAULT_UNREADABLE
     probe = _Probe(cfg, not quick)
     files = tuple(_file(cfg, root, stem, done[stem], probe, share, quick) for stem in stems)
-    return Plan(cfg, files, probe.cache is not None, share, bool(mcq), quick, tuple(notes))
+    accuracies = {
+        f.stem: (f.rows, f.images, f.per_image)
+        for f in files
+        if FILE_FAMILY.get(f.stem) in ("mcq", "joint") and f.rows
+    }
+    found = detectable(cfg.run_dir, accuracies)
+    return Plan(cfg, files, probe.cache is not None, share, bool(mcq), quick, tuple(notes), found)
 
 
 def _file(
@@ -301,6 +313,7 @@ def _file(
     scale = send / sized if sized else 0.0
     prompt, typical, calls, judge_prompt, judge_completion = (x * scale for x in sums)
     reply = done.reply if done.reply is not None else (typical / send if send else 0.0)
+    sizes = Counter(str(s.row.get("image_paths")) for s in samples).values()
     return FileEstimate(
         stem=stem,
         rows=len(samples),
@@ -317,6 +330,8 @@ def _file(
         judge_prompt_tokens=judge_prompt,
         judge_completion_tokens=judge_completion,
         seconds=_seconds(cfg, send, round(prompt), reply) if remote else 0.0,
+        images=len(sizes),
+        per_image=sum(m * m for m in sizes) / len(samples) if samples else 0.0,
     )
 
 

@@ -12,6 +12,7 @@ from pipeline.plan.estimate import (
     Plan,
     thinks,
 )
+from pipeline.plan.power import detectable_lines
 from pipeline.providers.prices import Price
 
 
@@ -56,6 +57,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "thinking_tokens": THINKING_REPLY if thinks(cfg) else 0,
         },
         "files": {f.stem: f.to_json() for f in plan.files},
+        "detectable": {d.stem: d.to_json() for d in plan.detectable},
         "notes": list(plan.notes),
     }
 
@@ -173,6 +175,7 @@ def plan_lines(plan: Plan) -> list[str]:
     bad = plan.total("invalid") + plan.total("unsendable")
     if bad:
         lines.append(f"{bad} rows fail without a call (lines that are no rows, unreadable images)")
+    lines += detectable_lines(plan.detectable)
     lines += [f"note: {n}" for n in plan.notes]
     return lines
 
