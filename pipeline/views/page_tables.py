@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.records import JOINT_LEVELS
 from pipeline.redact import show_url
+from pipeline.scoring.stats import wilson
 
 _SCORING = {
     "extracted": "answers extracted from the replies, scored as official",
@@ -75,16 +76,32 @@ def headline(summary: Mapping[str, Any]) -> str:
                 f"chains {section['chain_correct']}/{section['n']}",
             )
         else:
-            bleu = section.get("bleu")
+            bleu, ci = section.get("bleu"), section.get("bleu_ci") or {}
             text = "—" if bleu is None else f"{bleu:.4f}"
+            if ci.get("low") is not None:
+                text += f" [{ci['low']:.4f}, {ci['high']:.4f}]"
             items.append(
                 f"<li><b>{_e(stem)}</b> BLEU {text} <small>{section['scored']} scored</small></li>"
             )
             continue
         pct = "—" if value is None else f"{value:.2%}"
         errors = f", {section['errors']} failed" if section.get("errors") else ""
-        items.append(f"<li><b>{_e(stem)}</b> {pct} <small>{_e(detail)}{errors}</small></li>")
+        correct = section["correct"] if kind == "mcq" else section["chain_correct"]
+        ci = intervals_text(section.get("ci"), correct, section["n"])
+        ci = f"; {ci}" if ci else ""
+        items.append(f"<li><b>{_e(stem)}</b> {pct} <small>{_e(detail)}{errors}{ci}</small></li>")
     return f'<ul id="headline">{"".join(items)}</ul>'
+
+
+def intervals_text(ci: Mapping[str, Any] | None, correct: int, n: int) -> str:
+    """Say an accuracy's 95% intervals: clustered by image (with its design effect), Wilson's."""
+    if not ci or not n:
+        return ""
+    deff = ci.get("design_effect")
+    text = f"95% {ci['low']:.1%}–{ci['high']:.1%} by image"
+    text += "" if deff is None else f" (design effect {deff:.2f})"
+    plain = wilson(correct, n)
+    return text if plain is None else f"{text}, Wilson {plain[0]:.1%}–{plain[1]:.1%}"
 
 
 def _colour(accuracy: float | None) -> str:
@@ -99,6 +116,8 @@ def _cell(cell: Mapping[str, Any] | None) -> str:
     acc = cell.get("accuracy")
     text = f"{acc:.0%}" if acc is not None else "—"
     title = f"{cell['correct']}/{cell['n']} right"
+    if ci := intervals_text(cell.get("ci"), cell["correct"], cell["n"]):
+        title += f"; {ci}"
     return f'<td style="background:{_colour(acc)}" title="{_e(title)}">{text}<small>{_e(cell["n"])}</small></td>'
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from pipeline.records import JOINT_LEVELS
 from pipeline.scoring.summary import SUMMARY_NAME
+from pipeline.views.page_tables import intervals_text
 
 _GROUP_HEADER = {"visual_evidence_qa": "Task", "independent_qa": "Level"}
 
@@ -119,7 +120,10 @@ def _mcq_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]
         _pct(section["accuracy"]),
         style="bold",
     )
-    return table, ["all*: micro accuracy over every row (our addition)"]
+    notes = ["all*: micro accuracy over every row (our addition)"]
+    if ci := intervals_text(section.get("ci"), section["correct"], section["n"]):
+        notes.append(f"all*: {ci}")
+    return table, notes
 
 
 def _joint_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str]]:
@@ -140,7 +144,10 @@ def _joint_table(stem: str, section: Mapping[str, Any]) -> tuple[Table, list[str
         "accuracy": section["chain_accuracy"],
     }
     table.add_row("all*", *(_frac(totals[lv]) for lv in JOINT_LEVELS), _frac(overall))
-    return table, ["chain*: all four levels right; *: our addition, not official"]
+    notes = ["chain*: all four levels right; *: our addition, not official"]
+    if ci := intervals_text(section.get("ci"), section["chain_correct"], section["n"]):
+        notes.append(f"chain*, all*: {ci}")
+    return table, notes
 
 
 def _frac(cell: Mapping[str, Any]) -> str:
