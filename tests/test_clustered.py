@@ -129,7 +129,7 @@ def test_a_paired_difference_uses_the_per_row_differences() -> None:
     # clipped to [-1, 1] on both sides.
     assert (d.low, d.high) == (-1.0, 1.0)
     assert d.clusters == 3
-    # Ten images of one row: deltas 1,1,1,0×6,-1 -> mean 1/5, s² = (3·16 + 6 + 36)/25/9 = 2/5,
+    # Ten images of one row: deltas 1,1,1,0 (6 times),-1 -> mean 1/5, s² = (3·16 + 6 + 36)/25/9 = 2/5,
     # V = s²/10 = 1/25 -> half width t_9 · 1/5.
     ten = paired_difference([1.0] * 3 + [0.0] * 7, [0.0] * 9 + [1.0], list(range(10)))
     assert ten is not None

@@ -61,7 +61,9 @@ def test_the_clustered_interval_covers_the_planted_truth_where_wilson_does_not()
     # ·0.4 = 2.51, so Wilson's half-width is 1/sqrt(2.51) of what it should be: it covers
     # P(|Z| < 1.24) = 79%.
     ours, theirs, deff = coverage(22, images=200, mean=0.7, icc=0.4)
-    print(f"\ncoverage over {RUNS} runs: clustered {ours:.1%}, Wilson {theirs:.1%}; deff {deff:.2f}")
+    print(
+        f"\ncoverage over {RUNS} runs: clustered {ours:.1%}, Wilson {theirs:.1%}; deff {deff:.2f}"
+    )
     assert 0.93 <= ours <= 0.97
     assert theirs < 0.85
     assert deff == pytest.approx(1 + (86 / 18 - 1) * 0.4, rel=0.05)

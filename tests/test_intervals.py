@@ -34,9 +34,10 @@ def _variance(values: Sequence[float], clusters: Sequence[Hashable]) -> Fraction
     """The sandwich variance of the mean: G/(G-1)·Σ(T_g - p·n_g)²/n², in exact fractions."""
     totals = _totals(values, clusters)
     n = sum(rows for _, rows in totals)
-    p = sum(total for total, _ in totals) / n
+    p = sum((total for total, _ in totals), Fraction(0)) / n
     g = len(totals)
-    return Fraction(g, g - 1) * sum((t - p * m) ** 2 for t, m in totals) / (n * n)
+    spread = sum(((t - p * m) ** 2 for t, m in totals), Fraction(0))
+    return Fraction(g, g - 1) * spread / (n * n)
 
 
 def clustered_reference(
@@ -156,4 +157,3 @@ def test_rows_without_an_image_are_each_their_own_cluster_and_failed_rows_count_
     check_ci(section["ci"], values, clusters)
     assert section["ci"]["clusters"] == 4
     check_ci(section["groups"]["CT"]["organ"]["ci"], values, clusters)
-

@@ -35,8 +35,8 @@ from typing import Any
 from pipeline.errors import ConfigError, ExitCode, WriteError, os_reason
 from pipeline.records import FILES, JOINT_LEVELS, ResultRow
 from pipeline.results import read_run
-from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, RowScore, score_row
 from pipeline.scoring.clustered import paired_difference
+from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, RowScore, score_row
 from pipeline.scoring.stats import mcnemar_exact, wilson
 from pipeline.scoring.summary import SUMMARY_NAME, Scorer, read_summary
 

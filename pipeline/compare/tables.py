@@ -123,7 +123,13 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[st
 def _paired_rows(c: Comparison) -> list[list[str]]:
     counts = ((p, (p.n_both, p.only_first_right, p.only_other_right)) for p in c.paired)
     return [
-        [p.label, p.run, *map(str, n), f"{p.p_value:.3g}", *_points(p.diff, p.diff_low, p.diff_high)]
+        [
+            p.label,
+            p.run,
+            *map(str, n),
+            f"{p.p_value:.3g}",
+            *_points(p.diff, p.diff_low, p.diff_high),
+        ]
         for p, n in counts
     ]
 
@@ -272,9 +278,7 @@ def html_table(header: Sequence[str], rows: Iterable[Sequence[str]], raw: int = 
 def leaderboard_html(c: Comparison, images: Sequence[tuple[str, bytes]]) -> bytes:
     header, rows = table(c)
     first = html.escape(c.runs[0].name)
-    body = [
-        f"<h1>Leaderboard</h1><p>{html.escape(_CI_TEXT)}; failed rows count wrong.</p>"
-    ]
+    body = [f"<h1>Leaderboard</h1><p>{html.escape(_CI_TEXT)}; failed rows count wrong.</p>"]
     body += [f'<p class="warn">warning: {html.escape(w)}</p>' for w in c.warnings]
     body.append(html_table(header, rows))
     body.append(f"<h2>Paired against {first} (exact McNemar)</h2>")

@@ -4,10 +4,10 @@ Two models answer the same rows; the test is the paired difference of their accu
 interval clustered by image (what `compare` reports as `diff`, `diff_ci_low`, `diff_ci_high`):
 a Wald test whose variance under the alternative is deff·(ψ - δ²)/n, ψ the share of discordant
 rows and δ the difference (Connor 1987, Biometrics 43:207-211, the variance of McNemar's
-statistic; inflated by the design effect, Donner & Klar 2000, ch. 5). At two-sided level α and
-power 1 - β it detects δ when δ = (z_{1-α/2} + z_{1-β})·sqrt(deff·(ψ - δ²)/n), so
+statistic; inflated by the design effect, Donner & Klar 2000, ch. 5). At two-sided level alpha and
+power 1 - β it detects δ when δ = (z_{1-alpha/2} + z_{1-β})·sqrt(deff·(ψ - δ²)/n), so
 
-    δ = c·sqrt(ψ / (n/deff + c²)),   c = z_{1-α/2} + z_{1-β}.
+    δ = c·sqrt(ψ / (n/deff + c²)),   c = z_{1-alpha/2} + z_{1-β}.
 
 ψ is taken as 2p(1-p), p the accuracy: two models whose errors are independent given the row.
 Models that agree more than chance have a smaller ψ and a smaller detectable δ, so the figure errs
@@ -68,7 +68,7 @@ def detectable_difference(
 ) -> float:
     """Return the smallest paired accuracy difference detected with `power` at level `alpha`.
 
-    `design_effect` is per answer (rows × `samples`, as the summary's `ci` measures it).
+    `design_effect` is per answer (rows x `samples`, as the summary's `ci` measures it).
     """
     if rows <= 0:
         return math.nan

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-
 from statistics import NormalDist
 
 from pipeline.scoring.stats import Z95, wilson_fraction
@@ -61,7 +60,7 @@ def t_quantile(p: float, df: int) -> float:
         (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160,
     )
-    return z + sum(term / df**power for power, term in enumerate(terms, start=1))
+    return z + math.fsum(term / float(df) ** power for power, term in enumerate(terms, start=1))
 
 
 _EXACT_DF = 10

@@ -2,14 +2,14 @@
 cluster bootstrap on every BLEU and BERTScore mean.
 
 Rows that share `image_paths` are one cluster; a row without an image is a cluster of its own.
-Each accuracy cell of summary.json (a file, a modality × task or level, a joint level, a chain)
+Each accuracy cell of summary.json (a file, a modality x task or level, a joint level, a chain)
 gains `ci` = `clustered.Interval.as_dict()`, over the same rows and the same denominator as its
 `accuracy` (a failed row counts wrong). `files.joint_qa.ci` is the whole chain's, as the file's
 headline accuracy is `chain_accuracy`. Report means gain `bleu_ci` and `bert_f1_ci`: the 2.5th
 and 97.5th percentiles of `REPLICATES` means over images drawn with replacement, by
 `random.Random(SEED)`, so a summary rebuilt from the same rows is the same to the byte.
 
-With K samples per row, pass each row's mean correctness (0..1) and `trials` = rows × K to
+With K samples per row, pass each row's mean correctness (0..1) and `trials` = rows x K to
 `cell_ci`: the interval then holds both the item and the sampling variance.
 """
 

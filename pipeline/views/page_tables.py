@@ -98,10 +98,10 @@ def intervals_text(ci: Mapping[str, Any] | None, correct: int, n: int) -> str:
     if not ci or not n:
         return ""
     deff = ci.get("design_effect")
-    text = f"95% {ci['low']:.1%}–{ci['high']:.1%} by image"
+    text = f"95% [{ci['low']:.1%}, {ci['high']:.1%}] by image"
     text += "" if deff is None else f" (design effect {deff:.2f})"
     plain = wilson(correct, n)
-    return text if plain is None else f"{text}, Wilson {plain[0]:.1%}–{plain[1]:.1%}"
+    return text if plain is None else f"{text}, Wilson [{plain[0]:.1%}, {plain[1]:.1%}]"
 
 
 def _colour(accuracy: float | None) -> str:
