@@ -98,9 +98,9 @@ def eval_args(server: ServerProcess, data: Path, out: Path, cache: Path) -> list
 ENV = {"DRVD_API_KEY": "sk-test"}
 
 
-def dataset(tmp_path: Path) -> Path:
+def dataset(tmp_path: Path, rows: int = ROWS) -> Path:
     data = tmp_path / "data"
-    write_dataset(data, total=ROWS, images=3, sizes=(32,))
+    write_dataset(data, total=rows, images=3, sizes=(32,))
     return data
 
 
@@ -295,7 +295,8 @@ def test_a_summary_that_cannot_be_written_leaves_the_previous_one(
 def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
     tmp_path: Path, disk: Disk, server: ServerProcess
 ) -> None:
-    args, run = _finished_run(tmp_path, disk, server)
+    # More rows than elsewhere: the summary (its intervals) outgrows a 60-row results file.
+    args, run = _finished_run(tmp_path, disk, server, rows=4 * ROWS)
     before = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
     summary_pages = -(-(run / "summary.json").stat().st_size // PAGE)
     first = run / "visual_evidence_qa.jsonl"  # put in order first, and larger than the summary
@@ -303,7 +304,9 @@ def test_results_that_cannot_be_put_in_order_are_left_as_they_are(
     disk.fill(leave_pages=summary_pages)  # room for a new summary, not for a copy of `first`
     again = drvd(*args, env=ENV)
     line = assert_one_line_error(again, 5)
-    assert line == f"error: stopped: cannot write {first}: {ENOSPC}; {ROWS} rows saved; {RESUME}"
+    assert (
+        line == f"error: stopped: cannot write {first}: {ENOSPC}; {4 * ROWS} rows saved; {RESUME}"
+    )
     assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == before
     assert orjson.loads((run / "summary.json").read_bytes())["usage"]["failed_rows"] == 0
 
@@ -314,11 +317,11 @@ def _files(run: Path) -> dict[str, bytes]:
 
 
 def _finished_run(
-    tmp_path: Path, disk: Disk, server: ServerProcess
+    tmp_path: Path, disk: Disk, server: ServerProcess, rows: int = ROWS
 ) -> tuple[list[str | Path], Path]:
     """Run every row into a 512 KiB disk (cache elsewhere); return the eval arguments and run."""
     disk.resize(512)
-    args = eval_args(server, dataset(tmp_path), disk.root / "out", tmp_path / "cache")
+    args = eval_args(server, dataset(tmp_path, rows), disk.root / "out", tmp_path / "cache")
     assert drvd(*args, env=ENV).returncode == 0
     return args, disk.root / "out" / "run"
 
