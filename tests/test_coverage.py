@@ -92,3 +92,24 @@ def test_the_design_effect_is_the_rows_per_image_when_an_image_decides_its_rows(
     independent = clustered_interval(alone, clusters)
     assert independent is not None
     assert independent.design_effect == pytest.approx(1.0, abs=0.25)
+
+
+def test_with_k_samples_per_row_the_interval_covers_item_and_sampling_noise() -> None:
+    # K = 3 answers per row. A row the model knows (drawn as above, by its image's ability) is
+    # answered right with probability 0.9, one it does not with 0.1, so the planted accuracy is
+    # 0.8·mean + 0.1 and the answers carry sampling noise on top of the images'. The interval
+    # takes each row's mean over its K answers and trials = rows x K, as `--samples` feeds it.
+    rng = random.Random(31)
+    k, mean, covered = 3, 0.65, 0
+    for _ in range(RUNS // 2):
+        values, clusters = simulate(rng, images=100, mean=mean, icc=0.3, rows=(3, 6))
+        row_means = [
+            sum(rng.random() < min(1.0, max(0.0, v * 0.8 + 0.1)) for _ in range(k)) / k
+            for v in values
+        ]
+        ci = clustered_interval(row_means, clusters, trials=len(values) * k)
+        assert ci is not None
+        covered += ci.low <= 0.8 * mean + 0.1 <= ci.high
+    share = covered / (RUNS // 2)
+    print(f"\nK = {k}: clustered interval covers the planted mean in {share:.1%}")
+    assert 0.92 <= share <= 0.98
