@@ -18,7 +18,8 @@ import pytest
 from test_clustered import T975, Z
 
 from pipeline.records import ResultRow, Usage
-from pipeline.scoring.intervals import REPLICATES, SEED, bootstrap_ci
+from pipeline.scoring.intervals import REPLICATES, SEED, add_intervals, bootstrap_ci
+from pipeline.scoring.official import RowScore
 from pipeline.scoring.summary import Scorer
 
 
@@ -41,12 +42,15 @@ def _variance(values: Sequence[float], clusters: Sequence[Hashable]) -> Fraction
 
 
 def clustered_reference(
-    values: Sequence[float], clusters: Sequence[Hashable]
+    values: Sequence[float], clusters: Sequence[Hashable], trials: int | None = None
 ) -> tuple[float, float, int, float | None]:
-    """Return (low, high, clusters, design effect) of the 95% interval clustered by image."""
+    """Return (low, high, clusters, design effect) of the 95% interval clustered by image.
+
+    `trials`: the answers behind the mean (rows x K samples); the rows by default.
+    """
     totals = _totals(values, clusters)
-    g, n = len(totals), len(values)
-    p = Fraction(sum(Fraction(v) for v in values)) / n
+    g, n = len(totals), trials or len(values)
+    p = Fraction(sum(Fraction(v) for v in values)) / len(values)
     bernoulli = p * (1 - p)
     deff: float | None = None
     if g < 2:
@@ -79,9 +83,14 @@ def difference_reference(
     return float(diff), max(-1.0, float(diff) - half), min(1.0, float(diff) + half)
 
 
-def check_ci(got: dict[str, object], values: Sequence[float], clusters: Sequence[Hashable]) -> None:
+def check_ci(
+    got: dict[str, object],
+    values: Sequence[float],
+    clusters: Sequence[Hashable],
+    trials: int | None = None,
+) -> None:
     """A `ci` object of summary.json against the reference (summary rounds to 6 decimals)."""
-    low, high, groups, deff = clustered_reference(values, clusters)
+    low, high, groups, deff = clustered_reference(values, clusters, trials)
     assert got["low"] == pytest.approx(low, abs=1e-6)
     assert got["high"] == pytest.approx(high, abs=1e-6)
     assert got["clusters"] == groups
@@ -157,3 +166,22 @@ def test_rows_without_an_image_are_each_their_own_cluster_and_failed_rows_count_
     check_ci(section["ci"], values, clusters)
     assert section["ci"]["clusters"] == 4
     check_ci(section["groups"]["CT"]["organ"]["ci"], values, clusters)
+
+
+def test_k_answers_per_row_enter_as_their_share_right_over_rows_x_k_trials() -> None:
+    # Three answers per row: the share right per row, and trials = rows x 3 (the design effect is
+    # per answer). The hook `value` is how `--samples` feeds the summary's intervals.
+    shares = {"a": [1.0, 2 / 3, 1.0], "b": [0.0, 1 / 3], "c": [2 / 3, 2 / 3], "d": [0.0]}
+    rows, values, clusters = [], [], []
+    for image, per_row in shares.items():
+        for share in per_row:
+            rows.append(RowScore(("CT", "organ"), (share > 0.5,), False, False, Usage(), Usage(),
+                                 True, image=image))  # fmt: skip
+            values.append(share)
+            clusters.append(image)
+    by_row = {id(r): v for r, v in zip(rows, values, strict=True)}
+    files = {"independent_qa": {"kind": "mcq", "groups": {"CT": {"organ": {}}}}}
+    add_intervals(files, {"independent_qa": rows}, lambda r, _at: (by_row[id(r)], 3))
+    got = files["independent_qa"]["ci"]
+    check_ci(got, values, clusters, trials=3 * len(values))
+    assert got == files["independent_qa"]["groups"]["CT"]["organ"]["ci"]

@@ -9,8 +9,9 @@ headline accuracy is `chain_accuracy`. Report means gain `bleu_ci` and `bert_f1_
 and 97.5th percentiles of `REPLICATES` means over images drawn with replacement, by
 `random.Random(SEED)`, so a summary rebuilt from the same rows is the same to the byte.
 
-With K samples per row, pass each row's mean correctness (0..1) and `trials` = rows x K to
-`cell_ci`: the interval then holds both the item and the sampling variance.
+With K samples per row, pass `add_intervals` a `value` giving each row's share of right answers
+and K (or give `cell_ci` the per-row means and `trials` = rows x K): the interval then holds both
+the item and the sampling variance.
 """
 
 from __future__ import annotations
@@ -87,8 +88,20 @@ def bootstrap_ci(
     }
 
 
-def _hits_ci(rows: Sequence[RowScore], hit: Callable[[RowScore], bool]) -> dict[str, Any] | None:
-    return cell_ci([float(hit(r)) for r in rows], cluster_ids(rows))
+# A row's score behind one accuracy: (share of its answers right, answers). `at` is the hit's index
+# (0 for multiple choice, a joint level's position), None for the whole joint chain.
+RowValue = Callable[[RowScore, int | None], tuple[float, int]]
+
+
+def one_answer(row: RowScore, at: int | None) -> tuple[float, int]:
+    """Return the row's single answer's score: right (1.0) or wrong (0.0), one trial."""
+    return float(all(row.hits) if at is None else row.hits[at]), 1
+
+
+def _hits_ci(rows: Sequence[RowScore], at: int | None, value: RowValue) -> dict[str, Any] | None:
+    scores = [value(r, at) for r in rows]
+    trials = sum(k for _, k in scores)
+    return cell_ci([v for v, _ in scores], cluster_ids(rows), trials or None)
 
 
 def _by(rows: Iterable[RowScore], at: int) -> dict[str, list[RowScore]]:
@@ -100,25 +113,24 @@ def _by(rows: Iterable[RowScore], at: int) -> dict[str, list[RowScore]]:
     return out
 
 
-def _mcq(section: dict[str, Any], rows: list[RowScore]) -> None:
-    section["ci"] = _hits_ci(rows, lambda r: r.hits[0])
+def _mcq(section: dict[str, Any], rows: list[RowScore], value: RowValue) -> None:
+    section["ci"] = _hits_ci(rows, 0, value)
     for modality, in_modality in _by(rows, 0).items():
         for sub, cell_rows in _by(in_modality, 1).items():
-            section["groups"][modality][sub]["ci"] = _hits_ci(cell_rows, lambda r: r.hits[0])
+            section["groups"][modality][sub]["ci"] = _hits_ci(cell_rows, 0, value)
 
 
-def _joint(section: dict[str, Any], rows: list[RowScore]) -> None:
-    section["ci"] = _hits_ci(rows, lambda r: all(r.hits))
+def _joint(section: dict[str, Any], rows: list[RowScore], value: RowValue) -> None:
+    section["ci"] = _hits_ci(rows, None, value)
     for i, level in enumerate(JOINT_LEVELS):
-        section["level_totals"][level]["ci"] = _hits_ci(rows, lambda r, i=i: r.hits[i])  # type: ignore[misc]
+        section["level_totals"][level]["ci"] = _hits_ci(rows, i, value)
     for modality, cell_rows in _by(rows, 0).items():
         for i, level in enumerate(JOINT_LEVELS):
-            cell = section["levels"][modality][level]
-            cell["ci"] = _hits_ci(cell_rows, lambda r, i=i: r.hits[i])  # type: ignore[misc]
-        section["chains"][modality]["ci"] = _hits_ci(cell_rows, lambda r: all(r.hits))
+            section["levels"][modality][level]["ci"] = _hits_ci(cell_rows, i, value)
+        section["chains"][modality]["ci"] = _hits_ci(cell_rows, None, value)
 
 
-def _report(section: dict[str, Any], rows: list[RowScore]) -> None:
+def _report(section: dict[str, Any], rows: list[RowScore], _value: RowValue) -> None:
     # The rows `summary._report_section` averages: with keywords, only the rows that have them.
     keywords = any(r.keywords for r in rows)
     scored = [r for r in rows if r.bleu is not None and r.keywords == keywords]
@@ -134,9 +146,15 @@ def _report(section: dict[str, Any], rows: list[RowScore]) -> None:
 
 
 def add_intervals(
-    files: Mapping[str, dict[str, Any]], rows: Mapping[str, Iterable[RowScore]]
+    files: Mapping[str, dict[str, Any]],
+    rows: Mapping[str, Iterable[RowScore]],
+    value: RowValue = one_answer,
 ) -> None:
-    """Add the clustered intervals to each file section of a summary, from that file's rows."""
+    """Add the clustered intervals to each file section of a summary, from that file's rows.
+
+    `value` scores a row for an accuracy; with K samples, pass one that returns the row's share
+    of right answers over its K and K, so each interval counts both sources of variance.
+    """
     adders = {"mcq": _mcq, "joint": _joint, "report": _report}
     for stem, section in files.items():
-        adders[section["kind"]](section, list(rows[stem]))
+        adders[section["kind"]](section, list(rows[stem]), value)
