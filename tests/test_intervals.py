@@ -13,6 +13,7 @@ import random
 from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from test_clustered import T975, Z
@@ -180,7 +181,9 @@ def test_k_answers_per_row_enter_as_their_share_right_over_rows_x_k_trials() -> 
             values.append(share)
             clusters.append(image)
     by_row = {id(r): v for r, v in zip(rows, values, strict=True)}
-    files = {"independent_qa": {"kind": "mcq", "groups": {"CT": {"organ": {}}}}}
+    files: dict[str, dict[str, Any]] = {
+        "independent_qa": {"kind": "mcq", "groups": {"CT": {"organ": {}}}}
+    }
     add_intervals(files, {"independent_qa": rows}, lambda r, _at: (by_row[id(r)], 3))
     got = files["independent_qa"]["ci"]
     check_ci(got, values, clusters, trials=3 * len(values))
