@@ -27,9 +27,9 @@ from typing import Any
 from pipeline.config import EvalConfig
 from pipeline.data.dataset import ImageFolder, dataset_files, samples_within
 from pipeline.data.images import file_digest
-from pipeline.data.prompts import build_request
 from pipeline.errors import DataError
 from pipeline.model.cache import ResponseCache
+from pipeline.model.epochs import epoch_configs, temperature_warning
 from pipeline.model.responder import response_key
 from pipeline.providers.prices import Price
 from pipeline.providers.registry import thinking_body
@@ -252,8 +252,24 @@ def estimate(cfg: EvalConfig, *, quick: bool = False) -> Plan:
     mcq = sum(d.mcq for d in done.values())
     share = sum(d.unreadable for d in done.values()) / mcq if mcq else DEFAULT_UNREADABLE
     probe = _Probe(cfg, not quick)
-    files = tuple(_file(cfg, root, stem, done[stem], probe, share, quick) for stem in stems)
-    return Plan(cfg, files, probe.cache is not None, share, bool(mcq), quick, tuple(notes))
+    files = [_file(cfg, root, stem, done[stem], probe, share, quick) for stem in stems]
+    for extra in epoch_configs(cfg)[1:]:  # --samples: each extra sample, from its own folder
+        probe.cfg = extra
+        for i, stem in enumerate(stems):
+            more = _run_folder(extra.run_dir / f"{stem}.jsonl")
+            files[i] = _add(files[i], _file(extra, root, stem, more, probe, share, quick))
+    if note := temperature_warning(cfg):
+        notes.append(note.removeprefix("warning: "))
+    return Plan(cfg, tuple(files), probe.cache is not None, share, bool(mcq), quick, tuple(notes))
+
+
+def _add(first: FileEstimate, more: FileEstimate) -> FileEstimate:
+    """Return one file's estimate over two samples: rows count twice, lines that are no rows once."""
+    summed = (
+        "rows", "unsendable", "answered", "in_cache", "send", "prompt_tokens", "completion_tokens",
+        "judge_calls", "judge_prompt_tokens", "judge_completion_tokens", "seconds",
+    )  # fmt: skip
+    return replace(first, **{name: getattr(first, name) + getattr(more, name) for name in summed})
 
 
 def _file(
@@ -282,7 +298,7 @@ def _file(
                 unsendable += 1
                 continue
             sample = replace(sample, image=image)
-        request = build_request(sample, cfg.protocol, max_tokens=cfg.spec.max_tokens)
+        request = cfg.request(sample)
         free = probe.free(request, sample.image) if remote else False
         if free is None:
             unsendable += 1
