@@ -28,6 +28,7 @@ from pipeline.knobs import (
     KNOBS,
     Knob,
 )
+from pipeline.providers.limits import pace_problem
 from pipeline.providers.prices import Price, price_for
 from pipeline.providers.registry import (
     DEFAULT_TIMEOUT,
@@ -37,7 +38,6 @@ from pipeline.providers.registry import (
     split_urls,
     thinking_body,
 )
-from pipeline.providers.limits import pace_problem
 from pipeline.providers.tokens import image_rule
 from pipeline.records import FILES, ChatRequest, Sample
 from pipeline.redact import show_value, split_url

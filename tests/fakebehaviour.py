@@ -55,8 +55,7 @@ class Behaviour:
     def answer(self, payload: dict[str, Any], text: str) -> str | None:
         """Return this behaviour's answer to a request, or None for the server's default."""
         key = prompt_key(text)
-        item = self.items.get(key) if key is not None else None
-        if item is None:
+        if key is None or (item := self.items.get(key)) is None:
             return None
         n = self.seen[key]
         self.seen[key] += 1
@@ -71,7 +70,7 @@ def prompt_key(text: str) -> str | None:
 
 
 def _wrong(gold: str, offered: tuple[str, ...], rng: random.Random | None) -> str:
-    others = [letter for letter in offered if letter != gold] or [l for l in "ABCD" if l != gold]
+    others = [letter for letter in offered if letter != gold] or [x for x in "ABCD" if x != gold]
     return rng.choice(others) if rng is not None else others[0]
 
 
@@ -120,15 +119,18 @@ def _item(row: dict[str, Any]) -> tuple[str, Item] | None:
     image = str(row.get("image_paths"))
     if isinstance(prompt := row.get("joint_prompt"), str):
         golds = tuple(str(row.get(f"{level}_answer") or " ")[0] for level in JOINT_LEVELS)
-        blocks = [tuple(_LETTER.findall(b)) for b in prompt.split("\n\n") if _LETTER.search(b)]
-        offered = tuple(blocks[i] if i < len(blocks) else tuple("ABCD") for i in range(4))
-        return prompt, Item(image, golds, offered)
+        blocks: list[tuple[str, ...]] = [
+            tuple(_LETTER.findall(b)) for b in prompt.split("\n\n") if _LETTER.search(b)
+        ]
+        blocks += [tuple("ABCD")] * (len(JOINT_LEVELS) - len(blocks))
+        return prompt, Item(image, golds, tuple(blocks[: len(JOINT_LEVELS)]))
     options, answer = row.get("options"), row.get("answer")
     if row.get("task") == "report_generation" or not isinstance(options, list):
         return None
     gold = str(answer).split(".")[0].strip()
     offered = tuple(str(o).strip()[:1] for o in options if str(o).strip())
-    return f"{row.get('question')}\n" + "\n".join(map(str, options)), Item(image, (gold,), (offered,))
+    key = f"{row.get('question')}\n" + "\n".join(map(str, options))
+    return key, Item(image, (gold,), (offered,))
 
 
 def make_behaviour(spec: str, truth: Path | None, seed: int = 0) -> Behaviour:

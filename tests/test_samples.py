@@ -59,7 +59,10 @@ def _hits(row: dict[str, Any]) -> list[bool]:
 
 def _recount(run: Path, stem: str, k: int) -> list[list[list[bool]]]:
     """Return, per item (sample 0's order), per sample, its hits."""
-    files = [{r["_meta"]["key"]: r for r in lines_of(_folder(run, s) / f"{stem}.jsonl")} for s in range(k)]
+    files = [
+        {r["_meta"]["key"]: r for r in lines_of(_folder(run, s) / f"{stem}.jsonl")}
+        for s in range(k)
+    ]
     return [[_hits(files[s][key]) for s in range(k)] for key in files[0]]
 
 
@@ -68,7 +71,7 @@ def _recount(run: Path, stem: str, k: int) -> list[list[list[bool]]]:
 
 def test_majority_agreement_and_pass_at_k_on_a_hand_made_example() -> None:
     # Gold is "A". Three samples per item; per item: answers, then what each statistic sees.
-    items = [
+    items: list[list[str | None]] = [
         ["A", "A", "A"],  # all right, all agree
         ["B", "A", "A"],  # majority right, pass@k, not all
         ["B", "C", "A"],  # a three-way tie: the first answer (B, wrong) wins
@@ -100,7 +103,16 @@ def test_no_item_gives_no_shares() -> None:
 
 def test_samples_1_is_byte_identical_to_a_run_without_the_flag(tmp_path: Path) -> None:
     demo = REPO / "pipeline" / "data" / "sample"
-    base = ["eval", "--model", "random", "--data", demo, "--judge", "none", "--quiet"]
+    base: list[str | Path] = [
+        "eval",
+        "--model",
+        "random",
+        "--data",
+        demo,
+        "--judge",
+        "none",
+        "--quiet",
+    ]
     runs = {
         "plain": drvd(*base, "--out", tmp_path / "plain", "--run-name", "demo"),
         "flag": drvd(*base, "--out", tmp_path / "flag", "--run-name", "demo", "--samples", "1"),
@@ -196,7 +208,9 @@ def test_the_mean_over_samples_recovers_the_planted_accuracy(sampled: SimpleName
     assert low <= 0.6 <= high, (right, n)
     means = [m for stem in MCQ for m in item_means(sampled.run, 5)[stem]]
     assert statistics.fmean(x.mean for x in means) == pytest.approx(right / n)
-    assert {x.image for x in means} <= {f"images/synthetic_{i:05d}.{'png' if i % 3 == 0 else 'jpg'}" for i in range(20)}
+    assert {x.image for x in means} <= {
+        f"images/synthetic_{i:05d}.{'png' if i % 3 == 0 else 'jpg'}" for i in range(20)
+    }
 
 
 def test_each_sample_is_scored_on_its_own_and_score_rebuilds_the_same_summary(
@@ -234,7 +248,12 @@ def test_plan_counts_the_new_samples_only(sampled: SimpleNamespace) -> None:
 
 
 def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    data, out, cache, ledger = tmp_path / "data", tmp_path / "out", tmp_path / "cache", tmp_path / "l"
+    data, out, cache, ledger = (
+        tmp_path / "data",
+        tmp_path / "out",
+        tmp_path / "cache",
+        tmp_path / "l",
+    )
     write_dataset(data, total=40, images=8, sizes=(32,))
     with server_process("--latency", "0.1", "--ledger-out", str(ledger)) as server:
         args = _eval(server.url, data, out, cache, "--samples", "3")
@@ -317,7 +336,9 @@ async def test_image_behaviour_decides_once_per_image(tmp_path: Path) -> None:
     from fakebehaviour import make_behaviour
 
     data = tmp_path / "data"
-    write_dataset(data, total=60, images=6, sizes=(32,), split={"independent_qa": 0.7, "joint_qa": 0.3})
+    write_dataset(
+        data, total=60, images=6, sizes=(32,), split={"independent_qa": 0.7, "joint_qa": 0.3}
+    )
     fake = FakeConfig(behaviour=make_behaviour("image:0.5", data, seed=3))
     async with running(fake) as server:
         flags = {"model": "openai:m", "data": data, "out": tmp_path, "run_name": "r",

@@ -16,7 +16,9 @@ from pipeline.records import FILES, Kind, Sample
 from pipeline.scoring.samples import SAMPLES_DIR
 
 # The kind of the rows in each known file, to ask the protocol what it sends for them.
-FILE_KINDS: dict[str, Kind] = dict(zip(FILES, ("evidence", "independent", "joint", "report")))
+FILE_KINDS: dict[str, Kind] = dict(
+    zip(FILES, ("evidence", "independent", "joint", "report"), strict=True)
+)
 _PROBE = {"question": "", "options": [], "joint_prompt": ""}  # enough of a row to build a request
 
 

@@ -158,7 +158,9 @@ def plan_lines(plan: Plan) -> list[str]:
         f"run folder {cfg.run_dir}{', --batch' if cfg.batch else ''}"
     ]
     if cfg.samples > 1:
-        lines.append(f"--samples {cfg.samples}: rows, calls, tokens, cost and time count every sample")
+        lines.append(
+            f"--samples {cfg.samples}: rows, calls, tokens, cost and time count every sample"
+        )
     for row in table:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)

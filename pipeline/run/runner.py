@@ -233,7 +233,9 @@ class Run:
     def run_info(self) -> dict[str, Any]:
         """Return what only the run knows: its settings, bad input lines, and why it stopped."""
         stopped = self.state.fatal or self.state.capped
-        return run_info(self.cfg, self.root, self.responder, self.judge, self.state.invalid, stopped)
+        return run_info(
+            self.cfg, self.root, self.responder, self.judge, self.state.invalid, stopped
+        )
 
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""

@@ -54,11 +54,9 @@ class SampledRun:
         self._own_board = board is None and show_progress
         if self._own_board:
             self.board = ProgressBoard()
+        common: dict[str, Any] = {"judge": judge, "show_progress": show_progress, "budget": budget}
         self.runs = [
-            Run(
-                each, responder, judge=judge, show_progress=show_progress, board=self.board,
-                budget=budget, on_invalid=self._said_by(each.epoch),
-            )  # fmt: skip
+            Run(each, responder, board=self.board, on_invalid=self._said_by(each.epoch), **common)
             for each in epoch_configs(cfg)
         ]
         self.stems = self.runs[0].stems

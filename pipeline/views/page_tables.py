@@ -163,4 +163,4 @@ def samples_table(summary: Mapping[str, Any]) -> str:
 
 
 def _share(value: object) -> str:
-    return "–" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
+    return "-" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
