@@ -139,12 +139,14 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     data, out, cache, ledger = root / "data", root / "out", root / "cache", root / "ledger.jsonl"
     write_dataset(data, total=ROWS, images=20, sizes=(32,))
     paid: list[int] = []
+    official: dict[str, Any] = {}
     truth = ("--truth", str(data), "--behaviour", "item:0.6", "--ledger-out", str(ledger))
     with server_process(*truth) as server:
-        for k in ("3", "5"):
-            done = drvd(*_eval(server.url, data, out, cache, "--samples", k))
+        for more in ((), ("--samples", "3"), ("--samples", "5")):  # today's run, then samples
+            done = drvd(*_eval(server.url, data, out, cache, *more))
             assert done.returncode == 0, done.stderr
             paid.append(server.ledger()["paid"])
+            official = official or _summary(out / "r")
         summary = _summary(out / "r")
         rescored = drvd("score", out / "r", "--page", "off")
         assert rescored.returncode == 0, rescored.stderr
@@ -153,12 +155,15 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     entries = [orjson.loads(line) for line in ledger.read_bytes().splitlines()]
     return SimpleNamespace(
         run=out / "r", data=data, cache=cache, paid=paid, summary=summary, entries=entries,
-        stderr=done.stderr,
+        stderr=done.stderr, official=official,
     )  # fmt: skip
 
 
 def test_adding_samples_to_a_finished_run_pays_only_the_new_ones(sampled: SimpleNamespace) -> None:
-    assert sampled.paid == [3 * ROWS, 5 * ROWS]
+    # A run without the flag, then --samples 3 on it, then 5: sample 0 is the run, never re-paid.
+    assert sampled.paid == [ROWS, 3 * ROWS, 5 * ROWS]
+    assert sampled.summary["files"] == sampled.official["files"]  # official scores unchanged
+    assert "samples" not in sampled.official
     # Every request (the same messages for every sample) was paid exactly five times.
     per_request = Counter(e["messages_hash"] for e in sampled.entries if e["status"] == 200)
     assert len(per_request) == ROWS
@@ -356,3 +361,30 @@ async def test_image_behaviour_decides_once_per_image(tmp_path: Path) -> None:
     assert {True, False} == {next(iter(seen)) for seen in by_image.values()}
     agreement = result.summary["samples"]["files"]["independent_qa"]["agreement"]
     assert agreement == 1.0  # the same answer on every request
+
+
+def test_the_page_shows_the_samples_table_only_with_samples(sampled: SimpleNamespace) -> None:
+    from pipeline.views.page_tables import samples_table
+
+    table = samples_table(sampled.summary)
+    assert "5 samples per row" in table
+    for stem in MCQ:
+        cell = sampled.summary["samples"]["files"][stem]
+        assert f"<tr><th>{stem}</th><td>{cell['n']}</td><td>{100 * cell['mean']:.1f}%</td>" in table
+    assert all(f"joint_qa · {part}" in table for part in (*LEVELS, "chain"))
+    assert samples_table(sampled.official) == ""  # K = 1: the page as it was
+
+
+def test_a_sample_that_cannot_start_ends_the_run_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "samples").write_text("a file where the samples' folder goes")
+    demo = REPO / "pipeline" / "data" / "sample"
+    done = drvd(
+        "eval", "--model", "random", "--data", demo, "--judge", "none", "--quiet", "--out",
+        tmp_path, "--run-name", "demo", "--samples", "2",
+    )  # fmt: skip
+    assert done.returncode == ExitCode.WRITE, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "cannot create" in line
+    assert "samples" in line

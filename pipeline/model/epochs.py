@@ -45,8 +45,8 @@ def fixed_temperature(cfg: EvalConfig) -> list[str]:
 
 
 def temperature_warning(cfg: EvalConfig) -> str | None:
-    """Say when `--samples` draws again at temperature 0 (then they mostly repeat the answer)."""
-    if cfg.samples < 2 or not (fixed := fixed_temperature(cfg)):
+    """Say when `--samples` asks a model again at temperature 0 (it mostly repeats its answer)."""
+    if cfg.samples < 2 or not cfg.spec.remote or not (fixed := fixed_temperature(cfg)):
         return None
     return (
         f"warning: --samples {cfg.samples} on {', '.join(fixed)}, which the {cfg.protocol} "

@@ -77,6 +77,8 @@ class SampledRun:
             async with asyncio.TaskGroup() as group:
                 for i, run in enumerate(self.runs):
                     group.create_task(one(i, run))
+        except ExceptionGroup as failed:  # as one run would: the first error (the CLI says it)
+            raise failed.exceptions[0] from None
         finally:
             if self.board is not None and self._own_board:
                 self.board.close()
