@@ -388,3 +388,25 @@ def test_a_sample_that_cannot_start_ends_the_run_with_one_line(tmp_path: Path) -
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert "cannot create" in line
     assert "samples" in line
+
+
+async def test_the_cost_cap_counts_what_every_sample_spent_before(tmp_path: Path) -> None:
+    # Independent rows only: their max_tokens (50) keeps a request's reserved bound near its cost.
+    data = tmp_path / "data"
+    n = sum(
+        write_dataset(data, total=60, images=6, sizes=(32,), split={"independent_qa": 1}).values()
+    )
+    async with running(FakeConfig()) as server:
+        flags = {"model": "openai:m", "data": data, "out": tmp_path, "run_name": "r",
+                 "judge": "none", "base_url": server.url, "price_in": 2.0, "price_out": 8.0}  # fmt: skip
+        env = {"DRVD_CACHE_DIR": str(tmp_path / "cache")}
+        first = await run_eval(load_config({**flags, "samples": 2}, env), show_progress=False)
+        assert first.exit_code == ExitCode.OK, first.fatal
+        spent = first.summary["usage"]["cost_usd"] + first.summary["samples"]["usage"]["cost_usd"]
+        one = first.summary["usage"]["cost_usd"]  # what one sample of every row costs
+        # Room for half a sample more: only counting both earlier samples' spending stops it.
+        capped = load_config({**flags, "samples": 3, "max_cost": spent + one / 2}, env)
+        result = await run_eval(capped, show_progress=False)
+        assert result.exit_code == ExitCode.COST, result.fatal
+        assert 0 < server.ledger.paid - 2 * n < n
+    assert result.summary["samples"]["temperature_0"] == ["independent_qa"]  # the files it has

@@ -7,6 +7,7 @@ once, and a rerun finds it), written to RUN/samples/<k>/ in the official row for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,10 +34,10 @@ def epoch_configs(cfg: EvalConfig) -> list[EvalConfig]:
     return [cfg, *(epoch_config(cfg, k) for k in range(1, cfg.samples))]
 
 
-def fixed_temperature(cfg: EvalConfig) -> list[str]:
-    """Return the run's files whose requests go out at temperature 0."""
+def fixed_temperature(cfg: EvalConfig, stems: Sequence[str]) -> list[str]:
+    """Return those of the run's files (`stems`) whose requests go out at temperature 0."""
     out = []
-    for stem in cfg.files:
+    for stem in stems:
         probe = Sample(stem, 0, "", FILE_KINDS[stem], Path(), dict(_PROBE))
         request = build_request(probe, cfg.protocol, temperature=cfg.temperature)
         if request.temperature == 0:
@@ -44,9 +45,9 @@ def fixed_temperature(cfg: EvalConfig) -> list[str]:
     return out
 
 
-def temperature_warning(cfg: EvalConfig) -> str | None:
+def temperature_warning(cfg: EvalConfig, stems: Sequence[str]) -> str | None:
     """Say when `--samples` asks a model again at temperature 0 (it mostly repeats its answer)."""
-    if cfg.samples < 2 or not cfg.spec.remote or not (fixed := fixed_temperature(cfg)):
+    if cfg.samples < 2 or not cfg.spec.remote or not (fixed := fixed_temperature(cfg, stems)):
         return None
     return (
         f"warning: --samples {cfg.samples} on {', '.join(fixed)}, which the {cfg.protocol} "

@@ -258,7 +258,7 @@ def estimate(cfg: EvalConfig, *, quick: bool = False) -> Plan:
         for i, stem in enumerate(stems):
             more = _run_folder(extra.run_dir / f"{stem}.jsonl")
             files[i] = _add(files[i], _file(extra, root, stem, more, probe, share, quick))
-    if note := temperature_warning(cfg):
+    if note := temperature_warning(cfg, stems):
         notes.append(note.removeprefix("warning: "))
     return Plan(cfg, tuple(files), probe.cache is not None, share, bool(mcq), quick, tuple(notes))
 

@@ -258,7 +258,8 @@ class Run:
             await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
         self._load_finished()
         if self.budget is not None:  # the cap covers the run's earlier invocations too
-            self.budget.spent += self.state.scorer.running()["cost_usd"]  # all epochs' runs
+            # +=: the K runs of --samples share one budget, each adds what it spent before
+            self.budget.spent += self.state.scorer.running()["cost_usd"]
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
         )

@@ -60,7 +60,7 @@ class SampledRun:
             for each in epoch_configs(cfg)
         ]
         self.stems = self.runs[0].stems
-        if note := temperature_warning(cfg):
+        if note := temperature_warning(cfg, self.stems):
             self.say(note)
 
     def _said_by(self, epoch: int) -> Callable[[str], None]:
@@ -90,7 +90,7 @@ class SampledRun:
         cfg = self.cfg
         summary = dict(first.summary) if first is not None else read_summary(cfg.run_dir)
         section = samples_section(cfg.run_dir, cfg.samples, official_quirks=cfg.official_quirks)
-        if fixed := fixed_temperature(cfg):
+        if fixed := fixed_temperature(cfg, self.stems):
             section["temperature_0"] = fixed
         summary["samples"] = section
         try:
