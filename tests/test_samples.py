@@ -155,7 +155,7 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     entries = [orjson.loads(line) for line in ledger.read_bytes().splitlines()]
     return SimpleNamespace(
         run=out / "r", data=data, cache=cache, paid=paid, summary=summary, entries=entries,
-        stderr=done.stderr, official=official,
+        stderr=done.stderr, stdout=done.stdout, official=official,
     )  # fmt: skip
 
 
@@ -373,6 +373,13 @@ def test_the_page_shows_the_samples_table_only_with_samples(sampled: SimpleNames
         assert f"<tr><th>{stem}</th><td>{cell['n']}</td><td>{100 * cell['mean']:.1f}%</td>" in table
     assert all(f"joint_qa · {part}" in table for part in (*LEVELS, "chain"))
     assert samples_table(sampled.official) == ""  # K = 1: the page as it was
+
+
+def test_the_terminal_says_what_the_samples_say(sampled: SimpleNamespace) -> None:
+    for stem in MCQ:
+        mean = sampled.summary["samples"]["files"][stem]["mean"]
+        assert f"samples (5): {stem} mean {100 * mean:.2f}%" in sampled.stdout
+    assert f"extra samples: {4 * ROWS:,} API calls" in sampled.stdout
 
 
 def test_a_sample_that_cannot_start_ends_the_run_with_one_line(tmp_path: Path) -> None:
