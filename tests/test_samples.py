@@ -417,3 +417,23 @@ async def test_the_cost_cap_counts_what_every_sample_spent_before(tmp_path: Path
         assert result.exit_code == ExitCode.COST, result.fatal
         assert 0 < server.ledger.paid - 2 * n < n
     assert result.summary["samples"]["temperature_0"] == ["independent_qa"]  # the files it has
+
+
+def test_a_sweep_draws_the_samples_of_every_model(tmp_path: Path) -> None:
+    demo = REPO / "pipeline" / "data" / "sample"
+    done = drvd(
+        "sweep", "--models", "random", "--data", demo, "--judge", "none", "--quiet", "--out",
+        tmp_path, "--samples", "2", "--seed", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "random"
+    assert _summary(run)["samples"]["k"] == 2
+    for stem in FILES:
+        first = {r["_meta"]["key"]: r["model_response"] for r in lines_of(run / f"{stem}.jsonl")}
+        again = {
+            r["_meta"]["key"]: r["model_response"]
+            for r in lines_of(run / "samples" / "1" / f"{stem}.jsonl")
+        }
+        assert first.keys() == again.keys()
+    # The random baseline draws each sample anew: the samples do not all repeat sample 0.
+    assert _summary(run)["samples"]["files"]["independent_qa"]["agreement"] < 1
