@@ -95,7 +95,13 @@ def test_majority_agreement_and_pass_at_k_on_a_hand_made_example() -> None:
 
 
 def test_no_item_gives_no_shares() -> None:
-    assert stats([])["mean"] is None
+    assert stats([], 3) == {
+        "k": 3,
+        "n": 0,
+        **dict.fromkeys(
+            ("mean", "sd", "majority", "agreement", "pass_at_k", "pass_all_k", "per_sample")
+        ),
+    }
 
 
 # ---- K = 1 is today's run, byte for byte ----

@@ -58,13 +58,14 @@ def epoch_dir(run_dir: Path, epoch: int) -> Path:
     return run_dir if epoch == 0 else run_dir / SAMPLES_DIR / str(epoch)
 
 
-def stats(items: Sequence[Sequence[Draw]]) -> dict[str, Any]:
+def stats(items: Sequence[Sequence[Draw]], k: int | None = None) -> dict[str, Any]:
     """Return k, n, mean, sd, majority, agreement, pass_at_k, pass_all_k over items' K draws.
 
-    Every item has the same number of draws K, in sample order. With no item the shares are None.
+    Every item has the same number of draws K (`k`, else the first item's), in sample order.
+    With no item the shares are None.
     """
     n = len(items)
-    k = len(items[0]) if items else 0
+    k = len(items[0]) if items else k or 0
     if not n or not k:
         return {"k": k, "n": 0, **dict.fromkeys(_SHARES)}
     per_sample = [sum(item[s].correct for item in items) / n for s in range(k)]
@@ -137,10 +138,10 @@ def samples_section(run_dir: Path, k: int, *, official_quirks: bool = False) -> 
         if not items and not (run_dir / f"{stem}.jsonl").is_file():
             continue
         if FILE_FAMILY[stem] == "mcq":
-            files[stem] = stats([[d[""] for d in item] for item in items])
+            files[stem] = stats([[d[""] for d in item] for item in items], k)
             continue
         parts = (*JOINT_LEVELS, "chain")
-        by_part = {p: stats([[d[p] for d in item] for item in items]) for p in parts}
+        by_part = {p: stats([[d[p] for d in item] for item in items], k) for p in parts}
         files[stem] = {"k": k, "n": len(items), "levels": by_part, "chain": by_part.pop("chain")}
     return {"k": k, "files": files, "ties": TIES, "usage": _usage(run_dir, k)}
 
