@@ -367,8 +367,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cap-forgets-earlier-runs",
         "pipeline/run/runner.py",
-        'self.budget.spent = self.state.scorer.running()["cost_usd"]',
-        "self.budget.spent = 0.0",
+        'self.budget.spent += self.state.scorer.running()["cost_usd"]',
+        "self.budget.spent += 0.0",
         "a rerun with the same --max-cost spends the cap again",
         (f"{T}cost.py",),
     ),
@@ -467,10 +467,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "template-from-first-row",
         "pipeline/run/runner.py",
-        "            request = build_request(sample, self.cfg.protocol",
+        "            request = self.cfg.request(sample)",
         "            first = self.__dict__.setdefault(f'first {stem}', sample)  # the file's first row\n"
         '            as_first = __import__("dataclasses").replace(sample, kind=first.kind)\n'
-        "            request = build_request(as_first, self.cfg.protocol",
+        "            request = self.cfg.request(as_first)",
         "a merged or reordered file gets its first row's template for every row (official quirk)",
         (f"{T}runner.py", f"{T}protocol.py", f"{T}parity.py", f"{T}cli.py"),
     ),
@@ -507,5 +507,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "        self.claims = None\n",
         "two runs started together on one cache pay for every request twice",
         (f"{T}processes.py",),
+    ),
+    # --- --samples -------------------------------------------------------------------------------
+    Mutant(
+        "samples-share-one-key",
+        "pipeline/model/responder.py",
+        "        epoch=request.epoch,\n",
+        "",
+        "every extra sample is the cached first answer: K copies of one answer, and no spread",
+        (f"{T}samples.py",),
+    ),
+    Mutant(
+        "samples-spend-cap-apart",
+        "pipeline/run/runner.py",
+        'self.budget.spent += self.state.scorer.running()["cost_usd"]',
+        'self.budget.spent = self.state.scorer.running()["cost_usd"]',
+        "with --samples, a rerun's cost cap forgets what the other samples already spent",
+        (f"{T}samples.py", f"{T}cost.py"),
+    ),
+    Mutant(
+        "samples-tie-goes-last",
+        "pipeline/scoring/samples.py",
+        "    return next(d for d in item if counts[d.answer] == top)\n",
+        "    return [d for d in item if counts[d.answer] == top][-1]\n",
+        "a tied majority takes the last sample's answer, not the official one as documented",
+        (f"{T}samples.py",),
     ),
 )

@@ -69,6 +69,19 @@ def _run_flags(ev: argparse.ArgumentParser) -> None:
         help="turn the model's thinking on or off (DRVD_THINKING; recorded as a deviation)",
     )
     ev.add_argument(
+        "--samples",
+        type=int,
+        metavar="K",
+        help="K answers per row: the official one, plus K-1 independent draws in "
+        "RUN/samples/<k>/, each paid once (DRVD_SAMPLES; default 1)",
+    )
+    ev.add_argument(
+        "--temperature",
+        type=float,
+        help="temperature of every request, replacing the protocol's, e.g. to sample the files "
+        "it sends at 0 (DRVD_TEMPERATURE; recorded as a deviation)",
+    )
+    ev.add_argument(
         "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
     )
     ev.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")

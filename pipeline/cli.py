@@ -31,6 +31,7 @@ from pipeline.model.cache import ResponseCache
 from pipeline.providers.registry import MODELS
 from pipeline.redact import show_url
 from pipeline.run.lock import run_lock
+from pipeline.scoring.samples import samples_section
 from pipeline.scoring.summary import SUMMARY_NAME, read_summary, score_run, write_summary
 from pipeline.views.page import REPORT_NAME, try_write_report, write_report
 from pipeline.views.terminal import failure_lines, render
@@ -193,7 +194,13 @@ def _score(args: argparse.Namespace, console: Console) -> int:
     # Keep what only the run knew (its settings, bad input lines); the rest is in the rows.
     with run_lock(args.run_dir, "score"):
         old = read_summary(args.run_dir)
-        extra = {"run": old["run"]} if old.get("run") else None
+        extra = {"run": old["run"]} if old.get("run") else {}
+        sampled = old.get("samples") or {}
+        if isinstance(k := sampled.get("k"), int) and k > 1:  # --samples K: from the files too
+            quirks = args.official_quirks
+            extra["samples"] = samples_section(args.run_dir, k, official_quirks=quirks)
+            if "temperature_0" in sampled:
+                extra["samples"]["temperature_0"] = sampled["temperature_0"]
         summary = score_run(
             args.run_dir,
             model=old.get("model"),

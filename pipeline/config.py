@@ -8,13 +8,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.prompts import DEFAULT_PROTOCOL, DISCRETE_MAX_TOKENS, PROTOCOLS, SYSTEM_DISCRETE
+from pipeline.data.prompts import DEFAULT_PROTOCOL, PROTOCOLS, build_request
 from pipeline.errors import ConfigError
 from pipeline.knobs import (
     BERT_LAYERS,
@@ -29,6 +28,7 @@ from pipeline.knobs import (
     KNOBS,
     Knob,
 )
+from pipeline.providers.limits import pace_problem
 from pipeline.providers.prices import Price, price_for
 from pipeline.providers.registry import (
     DEFAULT_TIMEOUT,
@@ -38,8 +38,8 @@ from pipeline.providers.registry import (
     split_urls,
     thinking_body,
 )
-from pipeline.providers.tokens import MESSAGE_OVERHEAD, MIN_SIDE, ImageRule, image_rule, text_tokens
-from pipeline.records import FILES
+from pipeline.providers.tokens import image_rule
+from pipeline.records import FILES, ChatRequest, Sample
 from pipeline.redact import show_value, split_url
 from pipeline.scoring.judge import DEFAULT_VARIANT, PROMPTS, Variant
 
@@ -84,6 +84,9 @@ class EvalConfig:
     batch_max_mb: float | None = None  # None: the provider's limit
     batch_retry: str = "batch"  # failed batch lines: "batch" (a new batch) or "online"
     batch_poll: float = DEFAULT_BATCH_POLL  # seconds between looks at a pending batch
+    samples: int = 1  # answers per row (`--samples`): the official one and samples - 1 draws
+    epoch: int = 0  # which of them this run answers: 0 the official run, k in RUN/samples/<k>
+    temperature: float | None = None  # replaces the protocol's on every request (a deviation)
 
     @property
     def run_dir(self) -> Path:
@@ -98,7 +101,19 @@ class EvalConfig:
             out["max_tokens"] = self.spec.max_tokens
         if self.spec.thinking is not None:
             out["thinking"] = "on" if self.spec.thinking else "off"
+        if self.temperature is not None:
+            out["temperature"] = self.temperature
         return out
+
+    def request(self, sample: Sample) -> ChatRequest:
+        """Return the request this run sends for a row: the protocol's, its deviations, epoch."""
+        return build_request(
+            sample,
+            self.protocol,
+            max_tokens=self.spec.max_tokens,
+            temperature=self.temperature,
+            epoch=self.epoch,
+        )
 
     def judge_config(self) -> EvalConfig | None:
         """Return the settings judge calls run with: the judge's endpoint, key and pace."""
@@ -229,48 +244,6 @@ def _price(spec: ModelSpec, values: Mapping[str, Any]) -> Price | None:
     return price
 
 
-MAX_CONCURRENCY = 4096  # requests in flight: far beyond any provider's limit
-_FD_MARGIN = 64  # files open besides the connections: results, cache entries, images, the loop
-
-
-def _open_files() -> int | None:
-    """Return the soft limit on this process's open files (None: unlimited, or not POSIX)."""
-    if sys.platform == "win32":
-        return None
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def pace_problem(
-    concurrency: int,
-    judge_concurrency: int,
-    tpm: float | None,
-    max_tokens: int | None,
-    image: ImageRule,
-) -> tuple[str, str] | None:
-    """Return the setting ("concurrency" or "tpm") the run cannot keep and why, with the fix."""
-    need, files = concurrency + judge_concurrency + _FD_MARGIN, _open_files()
-    if concurrency > MAX_CONCURRENCY:
-        return "concurrency", f"is more than {MAX_CONCURRENCY} requests in flight: lower it"
-    if files is not None and need > files:
-        lower = max(1, concurrency - need + files)
-        why = f"needs about {need} open files but this process may open {files}"
-        return "concurrency", f"{why}: raise the limit (ulimit -n {need}) or lower it to {lower}"
-    # The smallest request: the shortest prompt, the smallest image, the protocol's shortest reply.
-    smallest = (
-        text_tokens(SYSTEM_DISCRETE)
-        + 2 * MESSAGE_OVERHEAD
-        + image(MIN_SIDE, MIN_SIDE)
-        + (max_tokens or DISCRETE_MAX_TOKENS)
-    )
-    if tpm is not None and tpm < smallest:
-        why = f"is less than one request (about {smallest} tokens with an image)"
-        return "tpm", f"{why}: set it to at least {smallest}, or leave it out"
-    return None
-
-
 def load_config(
     flags: Mapping[str, Any], env: Mapping[str, str] | None = None, *, keys: bool = True
 ) -> EvalConfig:
@@ -339,6 +312,8 @@ def load_config(
         batch_max_mb=values["batch_max_mb"],
         batch_retry=flags.get("batch_retry") or "batch",
         batch_poll=values["batch_poll"],
+        samples=values["samples"],
+        temperature=values["temperature"],
     )
     judged = cfg.judge.concurrency if cfg.judge else 0
     if problem := pace_problem(

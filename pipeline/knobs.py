@@ -80,6 +80,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not (0 <= value <= 2):
+        msg = "must be a number from 0 to 2"
+        raise ValueError(msg)
+    return value
+
+
 def _on_off(text: str) -> bool:
     if text.strip().lower() not in ("on", "off"):
         msg = "must be on or off"
@@ -126,6 +134,21 @@ KNOBS = (
         _positive_int,
         "max_tokens of every request, replacing the protocol's (a deviation, for reasoning models)",
         shown="the protocol's: 50 independent, 100 joint, unset otherwise",
+    ),
+    Knob(
+        "temperature",
+        "DRVD_TEMPERATURE",
+        _temperature,
+        "temperature of every request, replacing the protocol's (a deviation; for --samples on "
+        "files the protocol sends at temperature 0)",
+        shown="the protocol's: 0 independent and joint, the provider's otherwise",
+    ),
+    Knob(
+        "samples",
+        "DRVD_SAMPLES",
+        _positive_int,
+        "answers per row: the official one, and K-1 independent draws in RUN/samples/<k>/",
+        1,
     ),
     Knob(
         "page",

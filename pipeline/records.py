@@ -90,6 +90,9 @@ class ChatRequest:
     image: ImageSpec | None  # None: a text-only request (judge calls)
     temperature: float | None = None  # None: not sent (provider default)
     max_tokens: int | None = None  # None: not sent
+    # Which of `--samples K` answers this is: 0 the official one; k > 0 an independent draw of
+    # the same request (in the cache key, never sent)
+    epoch: int = 0
 
 
 _COMPLETION_TEXTS = ("model", "request_id", "reasoning", "finish_reason")  # str or None

@@ -28,6 +28,7 @@ VALUES: dict[str, str] = {
     "_positive_float": "number > 0",
     "_non_negative_float": "number ≥ 0",
     "_on_off": "`on` or `off`",
+    "_temperature": "number from 0 to 2",
     "_url": "`http(s)://` URL; `U1,U2,…` for replicas",
     "Path": "path",
     "str": "text",

@@ -276,7 +276,7 @@ class BatchAPI:
         server, cid = self.server, str(line["custom_id"])
         body: dict[str, Any] = line["body"] if isinstance(line.get("body"), dict) else {}
         entry = server._record(request, body)
-        entry.path = f"/v1/batches/{batch.id}"
+        entry.path, entry.custom_id = f"/v1/batches/{batch.id}", cid
         fault = _content_fault(server, entry.user_text)
         if fault is not None:
             status, etype, code, message = server.config.error_bodies[fault]

@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from fakebatch import BatchAPI, BatchConfig
+from fakebehaviour import BEHAVIOURS, Behaviour, make_behaviour
 from fakebilling import BILLING, qwen_prompt_tokens
 from fakereplies import (
     ERROR_200_BODIES,
@@ -185,6 +186,8 @@ class FakeConfig:
     # images received, decoded and counted by the 28-px rule, plus text pieces (fakebilling.py)
     bill: str = "flat"
     batch: BatchConfig = field(default_factory=BatchConfig)  # the Batch API's (fakebatch.py)
+    # A model of known behaviour (fakebehaviour.py): right with a planted probability
+    behaviour: Behaviour | None = None
 
     def __post_init__(self) -> None:
         if self.bill not in BILLING:
@@ -216,6 +219,7 @@ class LedgerEntry:
     # mode the shape it produced ("reasoning", "think_inline", "length_empty", "think_unclosed"…).
     shape: str = ""
     prompt_tokens: int = 0  # what usage.prompt_tokens billed (0: no completion sent)
+    custom_id: str = ""  # a Batch API line's custom_id ("" for the chat route)
 
     @property
     def paid(self) -> bool:
@@ -321,6 +325,8 @@ def default_answer(payload: dict[str, Any], config: FakeConfig | None = None) ->
         return _judge_reply(text, config.judge_reply)
     if KEYWORD_MARKER in text:
         return _keywords(text)
+    if config.behaviour is not None and (said := config.behaviour.answer(payload, text)):
+        return said
     blocks = _option_blocks(text)
     digest = hashlib.sha256(text.encode()).digest()
     varied = config.replies == "varied"
@@ -783,6 +789,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="usage.prompt_tokens: flat (text/4 + 85) or qwen28 (DashScope's Qwen2.5-VL rule on "
         "the decoded images, plus text pieces)",
     )
+    p.add_argument(
+        "--truth", type=Path, help="a dataset folder: the gold answers --behaviour needs"
+    )
+    p.add_argument(
+        "--behaviour",
+        metavar="NAME:P",
+        help=f"a model of known behaviour, right with probability P; NAME: {', '.join(BEHAVIOURS)}"
+        " (fakebehaviour.py)",
+    )
     p.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends")
     p.add_argument(
         "--batch-fail-rate", type=float, default=0.0, help="share of batch lines failing once"
@@ -829,6 +844,7 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         reasoning=args.reasoning,
         think_tokens=args.think_tokens,
         bill=args.bill,
+        behaviour=make_behaviour(args.behaviour, args.truth, args.seed) if args.behaviour else None,
         batch=BatchConfig(
             delay=args.batch_delay,
             fail_rate=args.batch_fail_rate,

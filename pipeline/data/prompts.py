@@ -78,7 +78,12 @@ def user_text(sample: Sample) -> str:
 
 
 def build_request(
-    sample: Sample, protocol: str = DEFAULT_PROTOCOL, *, max_tokens: int | None = None
+    sample: Sample,
+    protocol: str = DEFAULT_PROTOCOL,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    epoch: int = 0,
 ) -> ChatRequest:
     """Build the official request for a sample under `protocol` ("official" or "notebook").
 
@@ -87,9 +92,16 @@ def build_request(
         protocol: "official" (the authors' script) or "notebook".
         max_tokens: replaces the protocol's max_tokens on every request (a deviation that
             reasoning models need: their thoughts count against it).
+        temperature: replaces the protocol's temperature (0, or the provider's default) on
+            every request (a deviation, for `--samples` on files the protocol sends at 0).
+        epoch: which of `--samples K` answers the request is for (0: the official one).
     """
     request = _official_request(sample, protocol)
-    return request if max_tokens is None else replace(request, max_tokens=max_tokens)
+    if max_tokens is not None:
+        request = replace(request, max_tokens=max_tokens)
+    if temperature is not None:
+        request = replace(request, temperature=temperature)
+    return replace(request, epoch=epoch) if epoch else request
 
 
 def _official_request(sample: Sample, protocol: str) -> ChatRequest:

@@ -34,7 +34,11 @@ def request_key(
     extra: Mapping[str, Any] | None = None,
     epoch: int = 0,
 ) -> str:
-    """Return the cache key of one request: a versioned blake2b of canonical JSON."""
+    """Return the cache key of one request: a versioned blake2b of canonical JSON.
+
+    An `epoch` k > 0 (the k-th extra answer of `--samples`) also shows in the key as `-s<k>`, so
+    a batch line's custom_id (the key) says which sample it is; epoch 0 keeps the plain form.
+    """
     canonical = {
         "model": model,
         "endpoint": endpoint,
@@ -50,6 +54,8 @@ def request_key(
         "epoch": epoch,
     }
     digest = hashlib.blake2b(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS), digest_size=20)
+    if epoch:
+        return f"{CACHE_VERSION}-s{epoch}-{digest.hexdigest()}"
     return f"{CACHE_VERSION}-{digest.hexdigest()}"
 
 

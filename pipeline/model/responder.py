@@ -57,9 +57,9 @@ class RandomModel:
         self.name = "random"
         self.seed = seed
 
-    def answer(self, sample: Sample) -> str:
-        """Return this row's answer; the same seed and row always give the same answer."""
-        rng = random.Random(f"{self.seed}:{sample.key}")
+    def answer(self, sample: Sample, epoch: int = 0) -> str:
+        """Return this row's answer; the same seed, row and epoch always give the same answer."""
+        rng = random.Random(f"{self.seed}:{sample.key}" + (f":{epoch}" if epoch else ""))
         row = sample.row
         if sample.kind == "report":
             return NORMAL_REPORT
@@ -72,7 +72,7 @@ class RandomModel:
 
     async def respond(self, sample: Sample, request: ChatRequest) -> Outcome:
         """Answer without any network."""
-        return Outcome(Completion(text=self.answer(sample), model=self.name))
+        return Outcome(Completion(text=self.answer(sample, request.epoch), model=self.name))
 
 
 def response_key(
@@ -97,6 +97,7 @@ def response_key(
         extra={**extra_body, "image_version": IMAGE_VERSION}
         if request.image is not None
         else extra_body,
+        epoch=request.epoch,
     )
 
 

@@ -28,9 +28,9 @@ from typing import Any
 from pipeline.config import EvalConfig
 from pipeline.data.dataset import ImageFolder, dataset_files, samples_within
 from pipeline.data.images import file_digest
-from pipeline.data.prompts import build_request
 from pipeline.errors import DataError
 from pipeline.model.cache import ResponseCache
+from pipeline.model.epochs import epoch_configs, temperature_warning
 from pipeline.model.responder import response_key
 from pipeline.plan.power import Detectable, detectable
 from pipeline.providers.prices import Price
@@ -258,14 +258,31 @@ def estimate(cfg: EvalConfig, *, quick: bool = False) -> Plan:
     mcq = sum(d.mcq for d in done.values())
     share = sum(d.unreadable for d in done.values()) / mcq if mcq else DEFAULT_UNREADABLE
     probe = _Probe(cfg, not quick)
-    files = tuple(_file(cfg, root, stem, done[stem], probe, share, quick) for stem in stems)
+    files = [_file(cfg, root, stem, done[stem], probe, share, quick) for stem in stems]
     accuracies = {
         f.stem: (f.rows, f.images, f.per_image)
         for f in files
         if FILE_FAMILY.get(f.stem) in ("mcq", "joint") and f.rows
     }
-    found = detectable(cfg.run_dir, accuracies)
-    return Plan(cfg, files, probe.cache is not None, share, bool(mcq), quick, tuple(notes), found)
+    found = detectable(cfg.run_dir, accuracies, samples=cfg.samples)
+    for extra in epoch_configs(cfg)[1:]:  # --samples: each extra sample, from its own folder
+        probe.cfg = extra
+        for i, stem in enumerate(stems):
+            more = _run_folder(extra.run_dir / f"{stem}.jsonl")
+            files[i] = _add(files[i], _file(extra, root, stem, more, probe, share, quick))
+    if note := temperature_warning(cfg, stems):
+        notes.append(note.removeprefix("warning: "))
+    probed = probe.cache is not None
+    return Plan(cfg, tuple(files), probed, share, bool(mcq), quick, tuple(notes), found)
+
+
+def _add(first: FileEstimate, more: FileEstimate) -> FileEstimate:
+    """Return one file's estimate over two samples: rows count twice, lines that are no rows once."""
+    summed = (
+        "rows", "unsendable", "answered", "in_cache", "send", "prompt_tokens", "completion_tokens",
+        "judge_calls", "judge_prompt_tokens", "judge_completion_tokens", "seconds",
+    )  # fmt: skip
+    return replace(first, **{name: getattr(first, name) + getattr(more, name) for name in summed})
 
 
 def _file(
@@ -294,7 +311,7 @@ def _file(
                 unsendable += 1
                 continue
             sample = replace(sample, image=image)
-        request = build_request(sample, cfg.protocol, max_tokens=cfg.spec.max_tokens)
+        request = cfg.request(sample)
         free = probe.free(request, sample.image) if remote else False
         if free is None:
             unsendable += 1

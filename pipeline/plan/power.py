@@ -84,7 +84,7 @@ def _measured(section: object) -> tuple[float, float] | None:
     if not isinstance(section, dict):
         return None
     ci = section.get("ci")
-    accuracy = section.get("accuracy", section.get("chain_accuracy"))
+    accuracy = section.get("accuracy", section.get("chain_accuracy", section.get("mean")))
     if not isinstance(ci, dict) or not isinstance(ci.get("design_effect"), (int, float)):
         return None
     if not isinstance(accuracy, (int, float)):
@@ -99,16 +99,23 @@ def detectable(
 
     `files` maps a multiple-choice or joint file to (rows, images, Σm²/Σm) over its rows.
     """
-    last = read_summary(run_dir).get("files") or {}
+    summary = read_summary(run_dir)
+    last = summary.get("files") or {}
+    sampled = summary.get("samples") or {}
     out = []
     for stem, (rows, images, per_image) in files.items():
-        measured = _measured(last.get(stem))
+        # K answers per row count only when the last run measured its design effect over the same
+        # K: more samples shrink the sampling noise, never the spread between items, so a K the
+        # last run did not have is credited as one answer per row (the safe side).
+        k = samples if samples > 1 and sampled.get("k") == samples else 1
+        section = (sampled.get("files") or {}).get(stem) if k > 1 else last.get(stem)
+        if k > 1 and isinstance(section, dict) and "chain" in section:
+            section = section["chain"]  # a joint file's samples: the chain's mean and ci
+        measured = _measured(section)
         deff, accuracy = measured or (per_image, 0.5)
         deff = max(deff, 1.0)  # below 1 is noise of a small run; the interval never narrows
-        diff = detectable_difference(rows, design_effect=deff, accuracy=accuracy, samples=samples)
-        out.append(
-            Detectable(stem, rows, images, deff, accuracy, measured is not None, samples, diff)
-        )
+        diff = detectable_difference(rows, design_effect=deff, accuracy=accuracy, samples=k)
+        out.append(Detectable(stem, rows, images, deff, accuracy, measured is not None, k, diff))
     return tuple(out)
 
 

@@ -24,6 +24,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "model": cfg.spec.alias,
         "model_id": cfg.spec.model,
         "rows": plan.total("rows"),
+        "samples": cfg.samples,
         "cached": plan.cached,
         "answered": plan.total("answered"),
         "in_cache": plan.total("in_cache"),
@@ -158,6 +159,10 @@ def plan_lines(plan: Plan) -> list[str]:
         f"plan: {cfg.spec.alias} ({cfg.spec.model}), data {cfg.data}, protocol {cfg.protocol}, "
         f"run folder {cfg.run_dir}{', --batch' if cfg.batch else ''}"
     ]
+    if cfg.samples > 1:
+        lines.append(
+            f"--samples {cfg.samples}: rows, calls, tokens, cost and time count every sample"
+        )
     for row in table:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
@@ -201,6 +206,8 @@ def _judge_line(plan: Plan) -> str:
 def eval_line(plan: Plan) -> str:
     """Return the estimate `eval` prints before it starts, in one line."""
     quick = " (quick: cache not probed, tokens from a sample of rows)" if plan.quick else ""
+    if plan.cfg.samples > 1:
+        quick += f" (--samples {plan.cfg.samples}: rows count every sample)"
     if not plan.cfg.spec.remote:
         return f"estimate: {plan.total('rows'):,} rows, offline model: no API call, no cost"
     return (

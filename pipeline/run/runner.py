@@ -14,23 +14,22 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import EvalConfig
 from pipeline.data.dataset import ImageFolder, count_rows, dataset_files, samples_within
-from pipeline.data.prompts import build_request
 from pipeline.errors import INTERRUPTED, DataError, ExitCode, FatalAPIError, os_reason
 from pipeline.model.batch.responder import BatchModel
 from pipeline.model.budget import Budget, CostCapReached
 from pipeline.model.cache import ResponseCache
 from pipeline.model.factory import make_judge, make_responder
 from pipeline.model.pacing import Clock
-from pipeline.model.responder import APIModel, Responder
-from pipeline.providers.prices import Price
+from pipeline.model.responder import Responder
 from pipeline.records import ResultRow, Sample
 from pipeline.results import ResultsFile
+from pipeline.run.info import run_info
 from pipeline.run.lock import make_run_dir
 from pipeline.run.sink import Item, Sink
 from pipeline.scoring.fate import result_row, unanswered
@@ -38,15 +37,14 @@ from pipeline.scoring.judge import Judge
 from pipeline.scoring.summary import SUMMARY_NAME, Scorer, write_summary
 from pipeline.views.progress import ProgressBoard, RunProgress
 
+if TYPE_CHECKING:
+    from pipeline.run.samples import SampledRun
+
 BATCH_WORKERS = 50_000  # --batch: rows waiting at once (a batch's most lines)
 CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a warning
 _DONE = None  # end-of-stream marker on the queues
 # Writes the run's page from (run folder, summary, image cache or None): a note on failure.
 PageWriter = Callable[[Path, Mapping[str, Any], Path | None], str | None]
-NO_JUDGE = (
-    "no judge: unreadable replies are scored as given (wrong, as official) and report keywords "
-    "and BERTScore are not computed; set DEEPSEEK_API_KEY or pass --judge"
-)
 
 
 @dataclass(slots=True)
@@ -95,6 +93,7 @@ class Run:
         self.state = RunState(scorer=Scorer(official_quirks=cfg.official_quirks))
         self.show_progress = show_progress
         self.board = board  # a display shared with other runs (sweep): this run's line on it
+        self.label = cfg.spec.alias + (f" sample {cfg.epoch}" if cfg.epoch else "")
         self.on_invalid = on_invalid or (lambda line: print(line, file=sys.stderr))
         self.root, self.stems, warnings = dataset_files(cfg.data, cfg.files)
         self.images = ImageFolder(self.root)  # one image layout for all of the dataset's files
@@ -157,7 +156,7 @@ class Run:
             stem, sample = item
             if self.state.fatal or self.state.capped:
                 continue  # drain without answering: the run is stopping
-            request = build_request(sample, self.cfg.protocol, max_tokens=self.cfg.spec.max_tokens)
+            request = self.cfg.request(sample)
             try:
                 outcome = await self.responder.respond(sample, request)
             except FatalAPIError as exc:
@@ -233,30 +232,10 @@ class Run:
 
     def run_info(self) -> dict[str, Any]:
         """Return what only the run knows: its settings, bad input lines, and why it stopped."""
-        judge: dict[str, Any] = {"model": None, "note": NO_JUDGE}
-        if self.judge is not None and (spec := self.cfg.judge) is not None:
-            bert = self.judge.bert
-            judge = {
-                "model": spec.alias,
-                "model_id": spec.model,
-                "endpoint": spec.base_url,
-                "keyword_prompt": self.judge.variant,
-                "bertscore_model": bert.model if bert is not None else None,
-                "endpoints": _endpoints(self.judge.model),
-            }
-        return {
-            "protocol": self.cfg.protocol,
-            "model_id": self.cfg.spec.model,
-            "endpoint": self.cfg.spec.base_url,
-            "data": str(self.root.resolve()),
-            "deviations": self.cfg.deviations,
-            "invalid_rows": self.state.invalid,
-            "stopped": self.state.fatal or self.state.capped,
-            "price": _price_info(self.cfg.price),
-            "max_cost_usd": self.cfg.max_cost,
-            "judge": judge,
-            "endpoints": _endpoints(self.responder),
-        }
+        stopped = self.state.fatal or self.state.capped
+        return run_info(
+            self.cfg, self.root, self.responder, self.judge, self.state.invalid, stopped
+        )
 
     async def execute(self) -> RunResult:
         """Run to the end (or a fatal stop); results are in input order when it completes."""
@@ -279,7 +258,8 @@ class Run:
             await asyncio.to_thread(bert.load)  # fails before any call if it cannot load
         self._load_finished()
         if self.budget is not None:  # the cap covers the run's earlier invocations too
-            self.budget.spent = self.state.scorer.running()["cost_usd"]
+            # +=: the K runs of --samples share one budget, each adds what it spent before
+            self.budget.spent += self.state.scorer.running()["cost_usd"]
         total = sum(
             min(count_rows(self.root / f"{s}.jsonl"), self.cfg.limit or 10**12) for s in self.stems
         )
@@ -287,7 +267,7 @@ class Run:
         if batched is not None:  # each worker awaits its row's batch: all rows wait at once
             self._workers = max(1, min(total, BATCH_WORKERS))
         progress = self._progress = RunProgress(
-            total, enabled=self.show_progress, board=self.board, label=self.cfg.spec.alias,
+            total, enabled=self.show_progress, board=self.board, label=self.label,
             status=batched.status if batched is not None else None,
         )  # fmt: skip
         if batched is not None:
@@ -355,16 +335,6 @@ class Run:
         return RunResult(summary, ExitCode.FAILED_ROWS if failed else ExitCode.OK)
 
 
-def _price_info(price: Price | None) -> dict[str, Any] | None:
-    """Return the price the run's costs are computed at (USD per 1M tokens), or None."""
-    return None if price is None else {f.name: getattr(price, f.name) for f in fields(price)}
-
-
-def _endpoints(model: object) -> list[dict[str, Any]]:
-    """Return what each endpoint of an API model did: requests, 429s, learned rate, latency."""
-    return model.replicas.report() if isinstance(model, APIModel) else []
-
-
 async def run_eval(
     cfg: EvalConfig,
     *,
@@ -387,11 +357,16 @@ async def run_eval(
         budget = Budget(cfg.max_cost)  # the model's and the judge's calls reserve in it
         responder = await make_responder(cfg, stack, cache, sleep, clock, budget)
         judge = await make_judge(cfg, stack, cache, sleep, clock, budget)
-        run = Run(
+        kind: type[Run | SampledRun] = Run
+        if cfg.samples > 1:
+            from pipeline.run import samples  # it imports this module: loaded only when asked
+
+            kind = samples.SampledRun
+        run = kind(
             cfg, responder, judge=judge, show_progress=show_progress, budget=budget,
             write_page=write_page,
         )  # fmt: skip
         result = await run.execute()
         if cache is not None and (note := cache.damage_note()):
-            run.on_invalid(note)
+            print(note, file=sys.stderr)
         return result

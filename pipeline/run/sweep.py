@@ -32,6 +32,7 @@ from pipeline.model.factory import make_judge, make_responder
 from pipeline.records import FILES
 from pipeline.run.lock import run_lock
 from pipeline.run.runner import PageWriter, Run, RunResult
+from pipeline.run.samples import SampledRun
 from pipeline.scoring.summary import read_summary
 from pipeline.views.progress import ProgressBoard
 
@@ -132,8 +133,9 @@ class Sweep:
             runs = []
             for cfg in self.cfgs:  # each run has its own cap; the shared judge has none
                 budget = Budget(cfg.max_cost)
+                kind = Run if cfg.samples == 1 else SampledRun
                 runs.append(
-                    Run(
+                    kind(
                         cfg,
                         await make_responder(cfg, stack, cache, budget=budget),
                         judge=judge,
@@ -156,7 +158,7 @@ class Sweep:
                 print(note, file=sys.stderr)
 
     @staticmethod
-    async def _one(entry: Entry, run: Run) -> None:
+    async def _one(entry: Entry, run: Run | SampledRun) -> None:
         start = time.monotonic()
         try:
             entry.result = await run.execute()

@@ -41,7 +41,7 @@ from pipeline.records import JOINT_LEVELS, ImageSpec, ResultRow, Sample
 from pipeline.redact import show_url
 from pipeline.results import read_run
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, Family, score_row
-from pipeline.views.page_tables import headline, heat_maps, settings_table
+from pipeline.views.page_tables import headline, heat_maps, samples_table, settings_table
 from pipeline.views.plots import write_plots
 from pipeline.views.terminal import render
 
@@ -104,6 +104,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], cache_root: Path | N
         "HEADLINE": headline(summary),
         "TABLES": tables,
         "HEAT": heat_maps(summary),
+        "SAMPLES": samples_table(summary),
         "PLOTS": figures,
     }
     head, tail = _TEMPLATE.read_text(encoding="utf-8").split("{{DATA}}")

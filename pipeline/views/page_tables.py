@@ -1,4 +1,5 @@
-"""The top of report.html: the run's settings and the modality-by-level (or task) heat maps.
+"""The top of report.html: the run's settings, the modality-by-level (or task) heat maps, and the
+`--samples K` table.
 
 Pure functions from the summary to escaped HTML; the page's script adds nothing here.
 """
@@ -146,3 +147,39 @@ def heat_maps(summary: Mapping[str, Any]) -> str:
             grid = {m: {**cells, "chain": chains.get(m)} for m, cells in section["levels"].items()}
             out.append(_heat(stem, [*JOINT_LEVELS, "chain"], grid))
     return "".join(out) or "<p>No multiple-choice rows scored.</p>"
+
+
+_SAMPLE_COLUMNS = ("mean", "sd", "majority", "agreement", "pass_at_k", "pass_all_k")
+
+
+def samples_table(summary: Mapping[str, Any]) -> str:
+    """Return the `--samples K` table (a line per file, joint level and chain), or "" for K = 1."""
+    section = summary.get("samples")
+    if not isinstance(section, Mapping) or not section.get("files"):
+        return ""
+    lines: list[tuple[str, Mapping[str, Any]]] = []
+    for stem, cell in section["files"].items():
+        if "levels" in cell:
+            lines += [(f"{stem} · {level}", c) for level, c in cell["levels"].items()]
+            lines.append((f"{stem} · chain", cell["chain"]))
+        else:
+            lines.append((stem, cell))
+    head = "".join(f"<th>{_e(c)}</th>" for c in ("file", "items", *_SAMPLE_COLUMNS))
+    body = "".join(
+        f"<tr><th>{_e(name)}</th><td>{_e(cell.get('n'))}</td>"
+        + "".join(f"<td>{_share(cell.get(c))}</td>" for c in _SAMPLE_COLUMNS)
+        + "</tr>"
+        for name, cell in lines
+    )
+    k = _e(section.get("k"))
+    return (
+        f'<section><h2>{k} samples per row</h2><table id="samples"><tr>{head}</tr>{body}</table>'
+        f"<p>mean and sd: accuracy over the {k} samples and its spread between them; majority: "
+        f"the most frequent answer per item ({_e(section.get('ties'))}); agreement: all {k} "
+        "answers the same; pass_at_k / pass_all_k: right in at least one / in every sample.</p>"
+        "</section>"
+    )
+
+
+def _share(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{100 * value:.1f}%"

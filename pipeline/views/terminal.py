@@ -22,7 +22,7 @@ _GROUP_HEADER = {"visual_evidence_qa": "Task", "independent_qa": "Level"}
 
 
 def render(summary: Mapping[str, Any], console: Console) -> None:
-    """Print one table per scored file, then a usage line."""
+    """Print one table per scored file, then a usage line (and the samples' lines with K > 1)."""
     mode = {
         "extracted": "answers extracted from the replies, scored as official",
         "official-quirks": "stripped raw replies, exact match (official scripts bit for bit)",
@@ -60,10 +60,28 @@ def render(summary: Mapping[str, Any], console: Console) -> None:
         used = (summary.get("usage") or {}).get("judge") or {}
         console.print(Text(_judge_line(judge, used), style="dim"))
     console.print(_usage_line(summary.get("usage") or {}))
+    for line in samples_lines(summary.get("samples") or {}):
+        console.print(Text(line, style="dim"))
     endpoints = (summary.get("run") or {}).get("endpoints") or []
     if len(endpoints) > 1 or any(e.get("rate_limited") for e in endpoints):
         for endpoint in endpoints:
             console.print(Text(_endpoint_line(endpoint), style="dim"))
+
+
+def samples_lines(section: Mapping[str, Any]) -> list[str]:
+    """Return a line per file of `--samples K`: mean accuracy and its spread, item stability."""
+    lines = []
+    for stem, cell in (section.get("files") or {}).items():
+        cell = cell.get("chain", cell)  # joint: the whole chain
+        what = f"{stem} chain" if "levels" in section["files"][stem] else stem
+        lines.append(
+            f"samples ({cell.get('k')}): {what} mean {_pct(cell.get('mean'))} "
+            f"(sd {_pct(cell.get('sd'))}), majority {_pct(cell.get('majority'))}, agreement "
+            f"{_pct(cell.get('agreement'))}, pass@k {_pct(cell.get('pass_at_k'))}"
+        )
+    if usage := section.get("usage"):
+        lines.append(f"extra samples: {_usage_line(usage).removeprefix('usage: ')}")
+    return lines
 
 
 _FATE_WORDS = {
