@@ -508,4 +508,45 @@ MUTANTS: tuple[Mutant, ...] = (
         "two runs started together on one cache pay for every request twice",
         (f"{T}processes.py",),
     ),
+    # --- test holes found by planting bugs (issue 23) ---------------------------------------------
+    Mutant(
+        "rpm-paced-at-80-percent",
+        "pipeline/model/pacing.py",
+        "MARGIN = 0.99\n",
+        "MARGIN = 0.8\n",
+        "a known --rpm is paced at 80% of itself: every run is a fifth slower than the limit allows",
+        (f"{T}adaptive.py", f"{T}ratelimit.py"),
+    ),
+    Mutant(
+        "text-tokens-doubled",
+        "pipeline/providers/tokens.py",
+        "    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0\n",
+        "    return math.ceil(2 * len(text) / CHARS_PER_TOKEN) if text else 0\n",
+        "plan and the cost cap count text at twice its tokens: estimates and reservations too high",
+        (f"{T}plan.py",),
+    ),
+    Mutant(
+        "flip-links-both-to-first-run",
+        "pipeline/compare/tables.py",
+        "            card_link(page_b, f.file, f.key),\n",
+        "            card_link(page_a, f.file, f.key),\n",
+        "compare's flipped items link both answers to the first run's page: one side is never seen",
+        (f"{T}compare.py",),
+    ),
+    Mutant(
+        "large-image-waits-forever",
+        "pipeline/data/images.py",
+        "lambda: self._used == 0 or self._used + need <= self.pixels",
+        "lambda: self._used + need <= self.pixels",
+        "an image over the pixel budget waits for room that never comes: the run hangs on it",
+        (f"{T}images.py",),
+    ),
+    Mutant(
+        "batch-refusal-never-happens",  # a test hole: the fake stops refusing, the test must see it
+        "tests/fakebatch.py",
+        "        fault = _content_fault(server, entry.user_text)\n",
+        "        fault = None\n",
+        "the batch refusal test would pass with no line refused at all, checking nothing",
+        (f"{T}batch.py",),
+    ),
 )
