@@ -549,4 +549,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "the batch refusal test would pass with no line refused at all, checking nothing",
         (f"{T}batch.py",),
     ),
+    Mutant(
+        "cost-cap-stops-at-first-misfit",
+        "pipeline/model/budget.py",
+        "            if self.open == 0 or self.reached:\n",
+        "            if True:\n",
+        "--max-cost stops at the first reservation that does not fit: a quarter of the cap spent",
+        (f"{T}cost.py",),
+    ),
 )

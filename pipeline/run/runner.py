@@ -223,8 +223,9 @@ class Run:
         """Say how much the run spent when the cap stopped it, and how to go on."""
         spent, rows = summary["usage"]["cost_usd"], self.state.scorer.running()["rows"]
         return (
-            f"{self.state.capped}; the run has spent ${spent:.4f} over {rows} answered rows; "
-            "rerun with a higher --max-cost to go on (it pays only for the rows left)"
+            f"{self.state.capped}; spent ${spent:.4f} of ${self.cfg.max_cost or 0:.2f} over "
+            f"{rows} answered rows; rerun with a higher --max-cost to go on (it pays only for "
+            "the rows left)"
         )
 
     def summary(self) -> dict[str, Any]:
