@@ -14,7 +14,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from pipeline.model.budget import Budget, CostCapReached
 from pipeline.model.cache import ResponseCache
 from pipeline.model.factory import make_judge, make_responder
 from pipeline.model.pacing import Clock
-from pipeline.model.responder import APIModel, Responder
-from pipeline.providers.prices import Price
+from pipeline.model.responder import Responder
 from pipeline.records import ResultRow, Sample
 from pipeline.results import ResultsFile
+from pipeline.run.failures import FailureGroup, Failures
+from pipeline.run.info import NO_JUDGE, endpoints, price_info
 from pipeline.run.lock import make_run_dir
 from pipeline.run.sink import Item, Sink
 from pipeline.scoring.fate import result_row, unanswered
@@ -43,10 +44,6 @@ CUT_WARNING = 10  # replies in a row with no answer (truncated, empty) before a 
 _DONE = None  # end-of-stream marker on the queues
 # Writes the run's page from (run folder, summary, image cache or None): a note on failure.
 PageWriter = Callable[[Path, Mapping[str, Any], Path | None], str | None]
-NO_JUDGE = (
-    "no judge: unreadable replies are scored as given (wrong, as official) and report keywords "
-    "and BERTScore are not computed; set DEEPSEEK_API_KEY or pass --judge"
-)
 
 
 @dataclass(slots=True)
@@ -59,6 +56,7 @@ class RunState:
     fatal: str | None = None
     capped: str | None = None  # the cost cap stopped the run: why (exit 4)
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
+    failures: Failures = field(default_factory=Failures)  # failed rows by cause; server reached?
     cut: int = 0  # consecutive rows whose reply was truncated or empty
     warned: bool = False
 
@@ -70,6 +68,8 @@ class RunResult:
     summary: dict[str, Any]
     exit_code: int
     fatal: str | None = None
+    failures: tuple[FailureGroup, ...] = ()  # the failed rows by cause, largest first
+    unreached: bool = False  # no request reached the server: `fatal` says so in one line
 
 
 class Run:
@@ -113,6 +113,7 @@ class Run:
         for stem, output in self.outputs.items():
             for row in output.finished(self.on_invalid).values():
                 self._account(stem, row)
+                self.state.failures.note(stem, row)
                 if self.judge is not None and self.judge.needs(row):
                     self.state.done.discard((stem, str(row.key)))
 
@@ -192,6 +193,8 @@ class Run:
 
     def _record(self, stem: str, row: ResultRow) -> None:
         self._account(stem, row)
+        if (unreached := self.state.failures.record(stem, row)) and not self.state.fatal:
+            self.state.fatal = unreached  # stop: not one request has reached the server
         if row.answer_source in ("truncated", "empty"):
             self._warn_if_cut(row)
             return  # the model's reply, not an API error: it never stops the run
@@ -243,7 +246,7 @@ class Run:
                 "endpoint": spec.base_url,
                 "keyword_prompt": self.judge.variant,
                 "bertscore_model": bert.model if bert is not None else None,
-                "endpoints": _endpoints(self.judge.model),
+                "endpoints": endpoints(self.judge.model),
             }
         return {
             "protocol": self.cfg.protocol,
@@ -253,10 +256,10 @@ class Run:
             "deviations": self.cfg.deviations,
             "invalid_rows": self.state.invalid,
             "stopped": self.state.fatal or self.state.capped,
-            "price": _price_info(self.cfg.price),
+            "price": price_info(self.cfg.price),
             "max_cost_usd": self.cfg.max_cost,
             "judge": judge,
-            "endpoints": _endpoints(self.responder),
+            "endpoints": endpoints(self.responder),
         }
 
     async def execute(self) -> RunResult:
@@ -348,22 +351,15 @@ class Run:
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
             return RunResult(summary, ExitCode.WRITE, self.sink.report(saved))
+        if not self.state.capped and (unreached := self.state.failures.unreached_line()):
+            return RunResult(summary, ExitCode.FATAL, unreached, unreached=True)
         if self.state.fatal:
             return RunResult(summary, ExitCode.FATAL, self.state.fatal)
         if self.state.capped:
             return RunResult(summary, ExitCode.COST, self._capped_note(summary))
         failed = summary["usage"]["failed_rows"] + len(self.state.invalid)
-        return RunResult(summary, ExitCode.FAILED_ROWS if failed else ExitCode.OK)
-
-
-def _price_info(price: Price | None) -> dict[str, Any] | None:
-    """Return the price the run's costs are computed at (USD per 1M tokens), or None."""
-    return None if price is None else {f.name: getattr(price, f.name) for f in fields(price)}
-
-
-def _endpoints(model: object) -> list[dict[str, Any]]:
-    """Return what each endpoint of an API model did: requests, 429s, learned rate, latency."""
-    return model.replicas.report() if isinstance(model, APIModel) else []
+        code = ExitCode.FAILED_ROWS if failed else ExitCode.OK
+        return RunResult(summary, code, failures=tuple(self.state.failures.groups()))
 
 
 async def run_eval(
