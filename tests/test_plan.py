@@ -129,6 +129,10 @@ def test_unpriced_model_says_cost_unknown_and_given_prices_price_the_tokens(
     assert text.returncode == 0, text.stderr
     assert "cost: unknown" in text.stdout
     assert "--price-in and --price-out" in text.stdout
+    # No confirmed price for the alias's model: plan says where the provider publishes it.
+    said = " ".join(text.stdout.split())
+    assert "qwen2.5-vl-72b-instruct has no price on record (none confirmed as of 2026-11-24; " in said
+    assert "read it at https://alibabacloud.com/help/en/model-studio/billing-for-model-studio" in said
     unknown = plan(*flags)
     assert unknown["cost_usd"] is None
     assert unknown["seconds"] > 0
