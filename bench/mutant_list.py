@@ -557,4 +557,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "--max-cost stops at the first reservation that does not fit: a quarter of the cap spent",
         (f"{T}cost.py",),
     ),
+    Mutant(
+        "unreached-server-never-stops-early",
+        "pipeline/run/failures.py",
+        "        self.stopped = self.stopped or self.unreached >= UNREACHED_ROWS\n",
+        "",
+        "a base URL nobody listens on is tried row after row to the end of a big run",
+        (f"{T}failures.py",),
+    ),
+    Mutant(
+        "failure-causes-not-shown",
+        "pipeline/views/terminal.py",
+        '        lines += [f"  {cause.line()}" for cause in causes]\n',
+        "",
+        "every row failed and the user is told only a count: the reason is buried in the results",
+        (f"{T}failures.py",),
+    ),
 )

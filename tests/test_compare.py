@@ -216,7 +216,9 @@ def test_runs_that_are_not_comparable_are_warned_about(runs: Path, tmp_path: Pat
 
 
 # A flipped item's line in flipped.md: its key, then the card in each run: [name](link).
-FLIP_ROW = re.compile(r"^\| `([^`]+)` \|.*\[([^\]]+)\]\(([^)]+)\) · \[([^\]]+)\]\(([^)]+)\) \|$", re.M)
+FLIP_ROW = re.compile(
+    r"^\| `([^`]+)` \|.*\[([^\]]+)\]\(([^)]+)\) · \[([^\]]+)\]\(([^)]+)\) \|$", re.M
+)
 
 
 def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(

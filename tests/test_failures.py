@@ -53,8 +53,9 @@ def test_a_server_nobody_listens_on_stops_the_run_in_one_line_and_a_rerun_finish
     lines = dead.stderr.strip().splitlines()
     assert len(lines) == 1, dead.stderr
     assert lines[0].startswith("error: stopped: no request reached the server: ")
-    assert f"rows: Cannot connect to host {host} — is the server running? check --base-url" in (
-        lines[0]
+    assert (
+        f"rows: Cannot connect to host {host} — is the server running? check --base-url"
+        in (lines[0])
     )
     assert "Correct/n" not in dead.stdout  # no table of zeros
     assert "Traceback" not in dead.stderr
@@ -77,9 +78,7 @@ def test_a_few_rows_on_a_dead_server_stop_the_same_way(data: Path, tmp_path: Pat
     assert "Correct/n" not in dead.stdout
 
 
-def test_a_dead_replica_beside_a_live_one_does_not_stop_the_run(
-    data: Path, tmp_path: Path
-) -> None:
+def test_a_dead_replica_beside_a_live_one_does_not_stop_the_run(data: Path, tmp_path: Path) -> None:
     with server_process() as server:
         both = run(data, tmp_path, f"{dead_url()},{server.url}", "--max-retries", "0")
         assert both.returncode == 0, both.stderr

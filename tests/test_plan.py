@@ -131,8 +131,12 @@ def test_unpriced_model_says_cost_unknown_and_given_prices_price_the_tokens(
     assert "--price-in and --price-out" in text.stdout
     # No confirmed price for the alias's model: plan says where the provider publishes it.
     said = " ".join(text.stdout.split())
-    assert "qwen2.5-vl-72b-instruct has no price on record (none confirmed as of 2026-11-24; " in said
-    assert "read it at https://alibabacloud.com/help/en/model-studio/billing-for-model-studio" in said
+    assert (
+        "qwen2.5-vl-72b-instruct has no price on record (none confirmed as of 2026-11-24; " in said
+    )
+    assert (
+        "read it at https://alibabacloud.com/help/en/model-studio/billing-for-model-studio" in said
+    )
     unknown = plan(*flags)
     assert unknown["cost_usd"] is None
     assert unknown["seconds"] > 0
@@ -209,7 +213,9 @@ def sized_dataset(root: Path, sizes: list[tuple[int, int]]) -> list[tuple[int, i
     for path, size in zip(paths, sizes, strict=True):
         Image.new("RGB", size, (90, 120, 150)).save(path)
     by_name = {f"images/{p.name}": size for p, size in zip(paths, sizes, strict=True)}
-    return [by_name[row["image_paths"]] for f in sorted(root.glob("*.jsonl")) for row in lines_of(f)]
+    return [
+        by_name[row["image_paths"]] for f in sorted(root.glob("*.jsonl")) for row in lines_of(f)
+    ]
 
 
 def test_text_and_image_tokens_are_each_estimated_against_independent_counts(

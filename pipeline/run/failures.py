@@ -47,7 +47,10 @@ def cause_of(row: ResultRow) -> tuple[str, str]:
         where = f"Cannot connect to host {host.group(1)}" if host else "Cannot connect"
         return where, "is the server running? check --base-url"
     if row.answer_source in _CUT:
-        return "reply cut at the token limit, or empty", "check --max-tokens and the model's replies"
+        return (
+            "reply cut at the token limit, or empty",
+            "check --max-tokens and the model's replies",
+        )
     if status == 429:
         return "rate limited (429)", "lower --rpm or --concurrency, then rerun"
     if "per-attempt timeout" in error:
@@ -55,7 +58,10 @@ def cause_of(row: ResultRow) -> tuple[str, str]:
     if status is not None and status >= 500:
         return f"server error {status}", "rerun the same command later"
     if "moderation" in error.lower():
-        return "refused by content moderation", "a rerun sends them again; they may be refused again"
+        return (
+            "refused by content moderation",
+            "a rerun sends them again; they may be refused again",
+        )
     text = " ".join(error.split())
     return (text[:77] + "..." if len(text) > 80 else text), "rerun the same command to retry them"
 
@@ -68,6 +74,7 @@ class Failures:
     recorded: int = 0  # rows recorded by this invocation
     unreached: int = 0  # of them, failed to connect while nothing had answered
     reached: bool = False  # some request of this invocation got an HTTP answer
+    stopped: bool = False  # this rule stopped the run
 
     def note(self, stem: str, row: ResultRow) -> None:
         """Keep a row's latest fate: a failed row under its cause, an answered one nowhere."""
@@ -87,11 +94,16 @@ class Failures:
             self.reached = True
         elif not self.reached:
             self.unreached += 1
-        return self.unreached_line() if self.unreached >= UNREACHED_ROWS else None
+        self.stopped = self.stopped or self.unreached >= UNREACHED_ROWS
+        return self.unreached_line() if self.stopped else None
 
     def unreached_line(self) -> str | None:
         """Return the one line of a run no request of which reached the server, else None."""
-        if self.reached or not self.unreached or self.unreached < min(self.recorded, UNREACHED_ROWS):
+        if (
+            self.reached
+            or not self.unreached
+            or self.unreached < min(self.recorded, UNREACHED_ROWS)
+        ):
             return None
         cause, advice = next(
             (c for c in self.rows.values() if c[1].startswith("is the server")),

@@ -351,7 +351,8 @@ class Run:
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
             return RunResult(summary, ExitCode.WRITE, self.sink.report(saved))
-        if not self.state.capped and (unreached := self.state.failures.unreached_line()):
+        failures = self.state.failures  # another stop (a redirect, a 401...) says its own line
+        if (not self.state.fatal or failures.stopped) and (unreached := failures.unreached_line()):
             return RunResult(summary, ExitCode.FATAL, unreached, unreached=True)
         if self.state.fatal:
             return RunResult(summary, ExitCode.FATAL, self.state.fatal)
