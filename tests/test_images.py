@@ -289,7 +289,7 @@ def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path:
                 entered.set()
                 leave.wait(10)
 
-        thread = threading.Thread(target=hold)
+        thread = threading.Thread(target=hold, daemon=True)  # a bug that hangs it fails the test
         thread.start()
         return thread
 
