@@ -359,8 +359,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cap-ignores-in-flight",
         "pipeline/model/budget.py",
-        "self.spent + self.reserved + usd > self.cap",
-        "self.spent + usd > self.cap",
+        "self.spent + self.reserved + usd <= self.cap",
+        "self.spent + usd <= self.cap",
         "--max-cost lets every request in flight through: the run overshoots the cap",
         (f"{T}cost.py",),
     ),
