@@ -72,7 +72,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         if summary := read_summary(cfg.run_dir):
             render(summary, console)
         return _stopped(exc)
-    render(result.summary, console)
+    if not result.unreached:  # not a table of zeros: `_ended` says in one line what to fix
+        render(result.summary, console)
     page = f"report: {cfg.run_dir / REPORT_NAME}" if cfg.page else "page: off (`view` draws it)"
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  {page}")
     return _ended(result)
@@ -109,7 +110,7 @@ def _ended(result: RunResult | None, error: Exception | None = None, who: str = 
         return ExitCode.COST
     if result.fatal:  # one line: what stopped the run (the summary has the rest)
         print(f"error: {who}stopped: {result.fatal}", file=sys.stderr)
-    for line in [] if result.fatal else failure_lines(result.summary):
+    for line in [] if result.fatal else failure_lines(result.summary, result.failures):
         print(who + line, file=sys.stderr)
     return result.exit_code
 

@@ -118,9 +118,14 @@ async def test_a_line_refused_for_its_content_fails_its_row_and_is_not_sent_agai
     )
     async with running(fake) as server:
         cfg = config(data, tmp_path / "out", server.url, batch=True)
-        await run_eval(cfg, show_progress=False, sleep=no_sleep)
+        result = await run_eval(cfg, show_progress=False, sleep=no_sleep)
         refused = server.ledger.count("400_inspection")
         assert server.ledger.batches == 1  # nothing to send again
+        assert server.ledger.paid == ROWS - refused
+    # The marked texts are a fixed ~20% of the rows: refusals did happen, and only those failed.
+    assert refused >= 2
+    assert result.exit_code == ExitCode.FAILED_ROWS
+    assert result.summary["usage"]["failed_rows"] == refused
     failed = [row for row in rows(tmp_path / "out" / "r") if row["error"]]
     assert len(failed) == refused
     assert all("moderation" in row["error"] for row in failed)

@@ -295,7 +295,10 @@ def test_runs_that_are_not_comparable_are_warned_about(runs: Path, tmp_path: Pat
         assert line.removeprefix("warning: ") in html
 
 
-LINK = re.compile(r"\]\(([^)]+)\)")
+# A flipped item's line in flipped.md: its key, then the card in each run: [name](link).
+FLIP_ROW = re.compile(
+    r"^\| `([^`]+)` \|.*\[([^\]]+)\]\(([^)]+)\) · \[([^\]]+)\]\(([^)]+)\) \|$", re.M
+)
 
 
 def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(
@@ -322,9 +325,10 @@ def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?https?:""", page)
     assert page.count('src="data:image/png;base64,') == 4
 
-    # Each discordant item is listed once per run pair, with a link to each run's card.
-    links = LINK.findall((out / "flipped.md").read_text())
-    assert len(links) == 2 * sum(
+    # Each discordant item is listed once per run pair, with a link to each run's own card: the
+    # runs share their keys, so each link's page and card id are checked, not only its key.
+    items = FLIP_ROW.findall((out / "flipped.md").read_text())
+    assert len(items) == sum(
         int(p["only_first_right"]) + int(p["only_other_right"]) for p in paired
     )
     keys = {
@@ -334,20 +338,23 @@ def test_outputs_have_the_documented_columns_and_link_each_flip_to_its_card(
         }
         for name in ("r1", "r2", "r3")
     }
-    for link in links:
-        assert link.count("#") == 1, link  # RFC 3986: the key's "#" is encoded in a fragment
-        path, _, fragment = link.partition("#")
-        page_path = (out / unquote(path)).resolve()
-        run = page_path.parent
-        assert page_path == run / "report.html"
-        assert run.parent == runs.resolve()
-        anchor = unquote(fragment)
-        stem, key = re.fullmatch(
-            r"row-(visual_evidence_qa|independent_qa|joint_qa)-(.+)", anchor
-        ).groups()  # type: ignore[union-attr]
-        assert key in keys[run.name][stem], link
-        if page_path.exists():  # the run's page (issue 14, part 1) draws a card per row of its
-            assert key in page_path.read_text()  # data, with id row-<file>-<key>
+    others = set()
+    for item, first, first_link, other, other_link in items:
+        assert first == "r1"
+        others.add(other)
+        for name, link in ((first, first_link), (other, other_link)):
+            assert link.count("#") == 1, link  # RFC 3986: the key's "#" is encoded in a fragment
+            path, _, fragment = link.partition("#")
+            page_path = (out / unquote(path)).resolve()
+            assert page_path == (runs / name / "report.html").resolve(), link  # its own run's
+            stem, key = re.fullmatch(
+                r"row-(visual_evidence_qa|independent_qa|joint_qa)-(.+)", unquote(fragment)
+            ).groups()  # type: ignore[union-attr]
+            assert key == item, link  # the card of this item, not another's
+            assert key in keys[name][stem], link
+            if page_path.exists():  # the run's page (issue 14, part 1) draws a card per row of
+                assert key in page_path.read_text()  # its data, with id row-<file>-<key>
+    assert others == {"r2", "r3"}
 
 
 def test_bad_invocations_stop_with_one_line_and_status_2(runs: Path, tmp_path: Path) -> None:

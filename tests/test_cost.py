@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -69,6 +70,26 @@ def test_the_budget_counts_what_is_in_flight() -> None:
     assert budget.reserved == 0.0
     budget.reserve(0.3)  # fits now
     assert Budget(None).reserve(1e9) == 1e9  # no cap
+
+
+async def test_a_reservation_that_does_not_fit_waits_for_those_in_flight_to_settle() -> None:
+    budget = Budget(1.0)
+    first, second = budget.reserve(0.4), budget.reserve(0.4)  # bounds; each will bill 0.1
+    waiting = asyncio.create_task(budget.reserve_when_free(0.4))  # 0.8 + 0.4 > 1.0: it waits
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    budget.settle(first, 0.1)  # 0.1 + 0.4 + 0.4 fits
+    assert await asyncio.wait_for(waiting, 1) == 0.4
+    assert not budget.reached
+    budget.settle(second, 0.1)
+    budget.settle(0.4, 0.1)
+    assert budget.spent == pytest.approx(0.3)
+    assert budget.open == 0
+    # Nothing in flight and the bound still over what is left: refused at once.
+    budget.spent = 0.7
+    with pytest.raises(CostCapReached, match=r"cost cap \$1.00 reached"):
+        await asyncio.wait_for(budget.reserve_when_free(0.4), 1)
+    assert budget.reached
 
 
 @pytest.fixture
@@ -159,3 +180,37 @@ def test_the_progress_line_shows_the_running_cost() -> None:
     progress = RunProgress(10, enabled=False)
     assert "$0.5000" in progress.line({"cost_usd": 0.5})
     assert "$" not in progress.line({"cost_usd": 0.0})  # unpriced: no cost shown
+
+
+CAP_ROWS = 100
+CAP_PRICE_IN = 10.0  # USD per 1M prompt tokens: a row bills ~150 tokens, ~$0.0015
+
+
+def test_max_cost_spends_most_of_the_cap_and_never_passes_it(tmp_path: Path) -> None:
+    # 600 px images: the Qwen-rule estimate (~380 image tokens) is several times the flat 85 the
+    # server bills, so each request reserves ~3x what it costs, as real bounds do.
+    root = tmp_path / "data"
+    write_dataset(root, total=CAP_ROWS, images=4, sizes=(600,))
+    cap = 0.05
+    with server_process("--latency", "0.05") as server:
+        args: list[str | Path] = [
+            "eval", "--model", "openai:m", "--base-url", server.url, "--data", root,
+            "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--quiet",
+            "--judge", "none", "--concurrency", "16", "--run-name", "r",
+            "--price-in", str(CAP_PRICE_IN), "--price-out", "0", "--max-cost", str(cap),
+        ]  # fmt: skip
+        proc = drvd(*args)
+        ledger = server.ledger()
+    assert proc.returncode == 4, proc.stderr
+    # Recounted from what the server billed and the price given, not from our sums.
+    paid = ledger["prompt_tokens"] * CAP_PRICE_IN / 1e6
+    per_row = paid / ledger["paid"]
+    assert 0.001 < per_row < 0.002
+    assert paid <= cap + 1e-9
+    # Of the rows that fit in the cap, at least 80% were paid (the last reservations stop a
+    # request or two short of it; stopping at the first one that did not fit paid about half).
+    assert ledger["paid"] >= 0.8 * (cap / per_row)
+    assert ledger["paid"] < CAP_ROWS
+    assert f"spent ${paid:.4f} of ${cap:.2f}" in proc.stderr
+    summary = _summary(tmp_path / "out" / "r")
+    assert summary["usage"]["cost_usd"] == pytest.approx(paid, abs=1e-6)

@@ -289,7 +289,7 @@ def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path:
                 entered.set()
                 leave.wait(10)
 
-        thread = threading.Thread(target=hold)
+        thread = threading.Thread(target=hold, daemon=True)  # a bug that hangs it fails the test
         thread.start()
         return thread
 
@@ -310,6 +310,23 @@ def test_pixel_budget_runs_a_large_image_alone_and_small_ones_together(tmp_path:
 
 def test_an_image_over_the_budget_runs_alone_but_runs(tmp_path: Path) -> None:
     budget = PixelBudget(pixels=100 * 100)
-    large = _save(_noise((200, 200)), tmp_path / "large.png")
-    with budget.hold(large):  # alone: never blocked by its own size
-        pass
+    large = _save(_noise((200, 200)), tmp_path / "large.png")  # four times the budget
+    small = _save(_noise((100, 100)), tmp_path / "small.png")
+
+    def enters(path: Path) -> bool:
+        """Say whether an encode of `path` gets past the budget within 5 s (in a thread)."""
+        entered = threading.Event()
+
+        def hold() -> None:
+            with budget.hold(path):
+                entered.set()
+
+        thread = threading.Thread(target=hold, daemon=True)  # a hang must not hang the suite
+        thread.start()
+        ok = entered.wait(5)
+        thread.join(5)
+        return ok
+
+    assert enters(large)  # alone: never blocked by its own size
+    assert enters(small)  # and it gave its pixels back when it was done
+    assert enters(large)

@@ -129,6 +129,14 @@ def test_unpriced_model_says_cost_unknown_and_given_prices_price_the_tokens(
     assert text.returncode == 0, text.stderr
     assert "cost: unknown" in text.stdout
     assert "--price-in and --price-out" in text.stdout
+    # No confirmed price for the alias's model: plan says where the provider publishes it.
+    said = " ".join(text.stdout.split())
+    assert (
+        "qwen2.5-vl-72b-instruct has no price on record (none confirmed as of 2026-11-24; " in said
+    )
+    assert (
+        "read it at https://alibabacloud.com/help/en/model-studio/billing-for-model-studio" in said
+    )
     unknown = plan(*flags)
     assert unknown["cost_usd"] is None
     assert unknown["seconds"] > 0
@@ -183,3 +191,54 @@ async def test_the_billing_server_counts_the_image_it_receives() -> None:
                 billed.append((await resp.json())["usage"]["prompt_tokens"])
     assert billed[1] - billed[0] == 102
     assert billed[0] == 5 + 3 + 3  # one message, the reply's opening, "Which" "organ" "?"
+
+
+# Qwen2.5-VL image tokens worked out by hand from the documented rule (PROVIDERS: sides rounded
+# to 28 px, one token per 28 x 28 block, + 2 markers, at least 4 blocks), not by any code of ours
+# or of the test server. Every side is at most 512 px: no protocol shrinks them.
+HAND_COUNTED = {
+    (280, 280): 10 * 10 + 2,
+    (504, 252): 18 * 9 + 2,
+    (448, 336): 16 * 12 + 2,
+    (140, 420): 5 * 15 + 2,
+}
+TINY = (56, 56)  # 2 x 2 blocks: the 4-block minimum exactly
+TINY_TOKENS = 4 + 2
+
+
+def sized_dataset(root: Path, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Write a small dataset whose i-th image is exactly `sizes[i]`; return each row's size."""
+    write_dataset(root, total=20, images=len(sizes))
+    paths = sorted((root / "images").iterdir())
+    for path, size in zip(paths, sizes, strict=True):
+        Image.new("RGB", size, (90, 120, 150)).save(path)
+    by_name = {f"images/{p.name}": size for p, size in zip(paths, sizes, strict=True)}
+    return [
+        by_name[row["image_paths"]] for f in sorted(root.glob("*.jsonl")) for row in lines_of(f)
+    ]
+
+
+def test_text_and_image_tokens_are_each_estimated_against_independent_counts(
+    tmp_path: Path,
+) -> None:
+    sizes = list(HAND_COUNTED)
+    known = sized_dataset(tmp_path / "known", sizes)
+    sized_dataset(tmp_path / "tiny", [TINY] * len(sizes))  # the same rows, 6-token images
+    rows = len(known)
+    with server_process("--bill", "qwen28") as server:
+        tiny = qwen(tmp_path / "tiny", server.url, tmp_path / "t")
+        estimated_tiny = plan(*tiny)["prompt_tokens"]
+        assert drvd("eval", *tiny, "--quiet", env=KEY).returncode == 0
+        billed = server.ledger()
+        assert billed["paid"] == rows
+        estimated_known = plan(*qwen(tmp_path / "known", server.url, tmp_path / "k"))
+    # Text: the tiny images leave the text ~90% of the prompt; the server counts it its own way
+    # (word pieces and the chat template); the estimate is within 15% of it (20%: headroom).
+    # Counting text at twice its tokens, or half, is far outside.
+    text_billed = billed["prompt_tokens"] - TINY_TOKENS * rows
+    text_estimated = estimated_tiny - TINY_TOKENS * rows
+    assert text_billed > 5 * TINY_TOKENS * rows
+    assert abs(text_estimated - text_billed) <= 0.20 * text_billed
+    # Images: the same rows and texts, so the difference is the images alone, exactly.
+    image_extra = sum(HAND_COUNTED[size] - TINY_TOKENS for size in known)
+    assert estimated_known["prompt_tokens"] - estimated_tiny == image_extra

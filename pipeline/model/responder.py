@@ -190,12 +190,14 @@ class APIModel:
         price = self.cfg.price
         return price.cost(completion.prompt_tokens, completion.completion_tokens) if price else 0.0
 
-    def _reserve(self, request: ChatRequest) -> float:
-        """Reserve the request's cost bound in the budget; `CostCapReached` past the cap."""
+    async def _reserve(self, request: ChatRequest) -> float:
+        """Reserve the request's cost bound, waiting for calls in flight to settle if it does not
+        fit yet; `CostCapReached` when, with none in flight, it still does not."""
         if self.budget is None or self.budget.cap is None or self.cfg.price is None:
             return 0.0  # no cap: no estimate to make (it reads the image's header)
         spec = self.cfg.spec
-        return self.budget.reserve(request_cost(self.cfg.price, request, spec.model, spec.provider))
+        cost = request_cost(self.cfg.price, request, spec.model, spec.provider)
+        return await self.budget.reserve_when_free(cost)
 
     async def _fetch(self, request: ChatRequest, key: str) -> Outcome:
         image_url = None
@@ -209,7 +211,7 @@ class APIModel:
         # Only a TPM bucket spends tokens; the estimate reads the image's header.
         tokens = request_tokens(request, self.image_rule) if self.cfg.tpm is not None else 0
         sent = [0]  # attempts that reached the client
-        reserved, paid = self._reserve(request), 0.0  # raises past the cost cap: nothing sent
+        reserved, paid = await self._reserve(request), 0.0  # raises at the cap: nothing sent
         try:
             completion = await self._call(request, image_url, tokens, sent)
             paid = self._cost(completion)

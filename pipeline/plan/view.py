@@ -13,7 +13,7 @@ from pipeline.plan.estimate import (
     thinks,
 )
 from pipeline.plan.power import detectable_lines
-from pipeline.providers.prices import Price
+from pipeline.providers.prices import PRICE_PAGES, Price
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -115,9 +115,11 @@ def cost_text(plan: Plan) -> str:
         judge = f" (judge {_usd_text(plan.judge_cost)})" if plan.judge_cost else ""
         return f"{_usd_text(plan.cost)}{judge}"
     if plan.model_cost is None:
+        page = PRICE_PAGES.get(cfg.spec.model)
+        where = f" (none confirmed as of 2026-11-24; read it at {page})" if page else ""
         return (
-            f"unknown: {cfg.spec.model} has no price on record; give one with --price-in and "
-            "--price-out (USD per 1M tokens; or DRVD_PRICE_IN, DRVD_PRICE_OUT)"
+            f"unknown: {cfg.spec.model} has no price on record{where}; give one with --price-in "
+            "and --price-out (USD per 1M tokens; or DRVD_PRICE_IN, DRVD_PRICE_OUT)"
         )
     judge = cfg.judge.model if cfg.judge else "the judge"
     model = _usd_text(plan.model_cost)

@@ -53,7 +53,8 @@ _OPENAI = "https://developers.openai.com/api/docs/pricing (third-party copies, P
 _DASHSCOPE = "https://help.aliyun.com/zh/dashscope/developer-reference/tongyi-qianwen-vl"
 _DEEPSEEK = "https://api-docs.deepseek.com/quick_start/pricing"
 
-# Keyed by API model id. qwen2.5-vl-72b-instruct (the `qwen` alias) has no confirmed price.
+# Keyed by API model id. qwen2.5-vl-72b-instruct (the `qwen` alias) has no confirmed price:
+# `PRICE_PAGES` says where to read it.
 PRICES: dict[str, Price] = {
     "gpt-4o": Price(2.50, 10.00, 1.25, 1.25, 5.00, "2026-11", _OPENAI),
     "gpt-4o-mini": Price(0.15, 0.60, 0.075, 0.075, 0.30, "2026-11", _OPENAI),
@@ -63,6 +64,17 @@ PRICES: dict[str, Price] = {
     "deepseek-flash": Price(0.30, 1.20, 0.006, date="2026-11 (peak)", source=_DEEPSEEK),
     "deepseek-v4-pro": Price(1.32, 3.96, 0.044, date="2026-11 (peak)", source=_DEEPSEEK),
 }
+
+
+# Where to read a price we could not confirm (checked 2026-11-24; docs/PROVIDERS.md §8): `plan`
+# says so instead of a bare "unknown". Neither the provider's vision page nor any user report we
+# found states a per-token price for qwen2.5-vl-72b-instruct; the billing page sends readers to
+# the Model Studio model list, which gives each model's current price per region.
+_MODEL_STUDIO_PRICES = (
+    "https://alibabacloud.com/help/en/model-studio/billing-for-model-studio (its model list; "
+    "the Beijing and Singapore prices differ)"
+)
+PRICE_PAGES: dict[str, str] = {"qwen2.5-vl-72b-instruct": _MODEL_STUDIO_PRICES}
 
 
 def price_for(

@@ -29,6 +29,7 @@ from pipeline.model.pacing import Clock
 from pipeline.model.responder import Responder
 from pipeline.records import ResultRow, Sample
 from pipeline.results import ResultsFile
+from pipeline.run.failures import FailureGroup, Failures
 from pipeline.run.info import run_info
 from pipeline.run.lock import make_run_dir
 from pipeline.run.sink import Item, Sink
@@ -57,6 +58,7 @@ class RunState:
     fatal: str | None = None
     capped: str | None = None  # the cost cap stopped the run: why (exit 4)
     streak: tuple[str, int] = ("", 0)  # (error signature, consecutive failed rows)
+    failures: Failures = field(default_factory=Failures)  # failed rows by cause; server reached?
     cut: int = 0  # consecutive rows whose reply was truncated or empty
     warned: bool = False
 
@@ -68,6 +70,8 @@ class RunResult:
     summary: dict[str, Any]
     exit_code: int
     fatal: str | None = None
+    failures: tuple[FailureGroup, ...] = ()  # the failed rows by cause, largest first
+    unreached: bool = False  # no request reached the server: `fatal` says so in one line
 
 
 class Run:
@@ -112,6 +116,7 @@ class Run:
         for stem, output in self.outputs.items():
             for row in output.finished(self.on_invalid).values():
                 self._account(stem, row)
+                self.state.failures.note(stem, row)
                 if self.judge is not None and self.judge.needs(row):
                     self.state.done.discard((stem, str(row.key)))
 
@@ -191,6 +196,8 @@ class Run:
 
     def _record(self, stem: str, row: ResultRow) -> None:
         self._account(stem, row)
+        if (unreached := self.state.failures.record(stem, row)) and not self.state.fatal:
+            self.state.fatal = unreached  # stop: not one request has reached the server
         if row.answer_source in ("truncated", "empty"):
             self._warn_if_cut(row)
             return  # the model's reply, not an API error: it never stops the run
@@ -222,8 +229,9 @@ class Run:
         """Say how much the run spent when the cap stopped it, and how to go on."""
         spent, rows = summary["usage"]["cost_usd"], self.state.scorer.running()["rows"]
         return (
-            f"{self.state.capped}; the run has spent ${spent:.4f} over {rows} answered rows; "
-            "rerun with a higher --max-cost to go on (it pays only for the rows left)"
+            f"{self.state.capped}; spent ${spent:.4f} of ${self.cfg.max_cost or 0:.2f} over "
+            f"{rows} answered rows; rerun with a higher --max-cost to go on (it pays only for "
+            "the rows left)"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -327,12 +335,16 @@ class Run:
         if self.sink.failure:
             saved = self.state.scorer.running()["rows"]
             return RunResult(summary, ExitCode.WRITE, self.sink.report(saved))
+        failures = self.state.failures  # another stop (a redirect, a 401...) says its own line
+        if (not self.state.fatal or failures.stopped) and (unreached := failures.unreached_line()):
+            return RunResult(summary, ExitCode.FATAL, unreached, unreached=True)
         if self.state.fatal:
             return RunResult(summary, ExitCode.FATAL, self.state.fatal)
         if self.state.capped:
             return RunResult(summary, ExitCode.COST, self._capped_note(summary))
         failed = summary["usage"]["failed_rows"] + len(self.state.invalid)
-        return RunResult(summary, ExitCode.FAILED_ROWS if failed else ExitCode.OK)
+        code = ExitCode.FAILED_ROWS if failed else ExitCode.OK
+        return RunResult(summary, code, failures=tuple(self.state.failures.groups()))
 
 
 async def run_eval(

@@ -23,6 +23,7 @@ from pipeline.errors import ExitCode, os_reason
 from pipeline.model.budget import Budget
 from pipeline.model.epochs import epoch_configs, fixed_temperature, temperature_warning
 from pipeline.model.responder import Responder
+from pipeline.run.failures import FailureGroup
 from pipeline.run.runner import PageWriter, Run, RunResult
 from pipeline.scoring.judge import Judge
 from pipeline.scoring.samples import samples_section
@@ -113,8 +114,21 @@ class SampledRun:
             and (note := await asyncio.to_thread(self.write_page, cfg.run_dir, summary, cache))
         ):
             self.say(note)
-        ended = [(r.exit_code, i, r.fatal) for i, r in enumerate(results) if r is not None]
-        code, epoch, fatal = max(ended, key=lambda e: (WORST.index(ExitCode(e[0])), -e[1]))
+        ended = [(r.exit_code, i, r) for i, r in enumerate(results) if r is not None]
+        code, epoch, worst = max(ended, key=lambda e: (WORST.index(ExitCode(e[0])), -e[1]))
+        fatal = worst.fatal
         if fatal is not None and epoch:
             fatal = f"sample {epoch}: {fatal}"
-        return RunResult(summary, code, fatal)
+        return RunResult(summary, code, fatal, _causes(results), worst.unreached)
+
+
+def _causes(results: list[RunResult | None]) -> tuple[FailureGroup, ...]:
+    """The K samples' failed rows by cause, added up, largest first."""
+    counts: dict[tuple[str, str], int] = {}
+    for result in results:
+        for group in result.failures if result is not None else ():
+            counts[group.cause, group.advice] = (
+                counts.get((group.cause, group.advice), 0) + group.count
+            )
+    merged = [FailureGroup(n, cause, advice) for (cause, advice), n in counts.items()]
+    return tuple(sorted(merged, key=lambda g: -g.count))

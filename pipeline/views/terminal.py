@@ -6,8 +6,8 @@ Accuracies print as {acc:.2%} and report metrics as {:.4f}, as the official scri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -254,8 +254,16 @@ def _cost_text(usage: Mapping[str, Any]) -> str:
     return text + (f", cache saved ${saved:.4f}" if saved else "")
 
 
-def failure_lines(summary: dict[str, Any]) -> list[str]:
-    """Say which rows failed and what helps: a rerun (API errors), or fixing the input."""
+class Cause(Protocol):
+    """One cause of failed rows: how many, why, and what helps (pipeline/run/failures.py)."""
+
+    def line(self) -> str:
+        """Return `N rows: cause — advice`."""
+        ...
+
+
+def failure_lines(summary: dict[str, Any], causes: Sequence[Cause] = ()) -> list[str]:
+    """Say which rows failed, by cause, and what helps: a rerun (API errors), or fixing the input."""
     usage = summary["usage"]
     bad_input = usage.get("input_rows", 0)
     retry = usage["failed_rows"] - bad_input
@@ -263,6 +271,7 @@ def failure_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     if retry:
         lines.append(f"{retry} rows failed: rerun the same command to retry them")
+        lines += [f"  {cause.line()}" for cause in causes]
     if bad_input or invalid:
         lines.append(
             f"{bad_input + invalid} input rows cannot be used ({invalid} lines that are not rows, "
