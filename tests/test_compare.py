@@ -28,7 +28,7 @@ from pipeline.records import JOINT_LEVELS
 MCQ = ("visual_evidence_qa", "independent_qa")
 LABELS = (*MCQ, *(f"joint_qa_{lv}" for lv in JOINT_LEVELS), "joint_qa_chain")
 PAIRED = ["file", "run", "n_both", "only_first_right", "only_other_right", "p_value"]
-PAIRED += ["diff", "diff_ci_low", "diff_ci_high"]
+PAIRED += ["diff", "diff_ci_low", "diff_ci_high", "diff_samples"]
 
 
 @pytest.fixture(scope="session")  # built once per worker, not again when its module resumes

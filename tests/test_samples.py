@@ -3,6 +3,7 @@ planted truth. Real processes against the fake server as a model of known behavi
 
 from __future__ import annotations
 
+import csv
 import math
 import statistics
 from collections import Counter
@@ -17,6 +18,7 @@ import pytest
 from fakebatch import BatchConfig
 from fakeserver import FakeConfig, running
 from procs import REPO, drvd, lines_of, server_process, start_drvd, wait_for
+from test_intervals import difference_reference
 
 from pipeline.config import load_config
 from pipeline.data.synthetic import write_dataset
@@ -490,3 +492,43 @@ def test_a_sweep_draws_the_samples_of_every_model(tmp_path: Path) -> None:
         assert first.keys() == again.keys()
     # The random baseline draws each sample anew: the samples do not all repeat sample 0.
     assert _summary(run)["samples"]["files"]["independent_qa"]["agreement"] < 1
+
+
+def test_compare_pairs_each_items_share_over_k_samples_on_both_sides(
+    sampled: SimpleNamespace, tmp_path: Path
+) -> None:
+    # A second model (right 30% of the time) with K = 2, against the K = 5 run: the difference
+    # is over each item's share right of its K answers, recounted here from the files.
+    other = tmp_path / "out"
+    truth = ("--truth", str(sampled.data), "--behaviour", "item:0.3", "--seed", "9")
+    with server_process(*truth) as server:
+        done = drvd(*_eval(server.url, sampled.data, other, tmp_path / "cache", "--samples", "2"))
+        assert done.returncode == 0, done.stderr
+    cmp = drvd("compare", sampled.run, other / "r", "--out", tmp_path / "cmp")
+    assert cmp.returncode == 0, cmp.stderr
+    lines = list(csv.DictReader((tmp_path / "cmp" / "paired.csv").read_text().splitlines()))
+    for stem in MCQ:
+        got = next(line for line in lines if line["file"] == stem)
+        assert got["diff_samples"] == "5/2"
+        keys = [r["_meta"]["key"] for r in lines_of(sampled.run / f"{stem}.jsonl")]
+        images = {
+            r["_meta"]["key"]: r["image_paths"] for r in lines_of(sampled.run / f"{stem}.jsonl")
+        }
+        first = {
+            k: sum(h[0] for h in item) / 5
+            for k, item in zip(keys, _recount(sampled.run, stem, 5), strict=True)
+        }
+        keys2 = [r["_meta"]["key"] for r in lines_of(other / "r" / f"{stem}.jsonl")]
+        second = {
+            k: sum(h[0] for h in item) / 2
+            for k, item in zip(keys2, _recount(other / "r", stem, 2), strict=True)
+        }
+        both = [k for k in first if k in second]
+        diff, low, high = difference_reference(
+            [second[k] for k in both], [first[k] for k in both], [images[k] for k in both]
+        )
+        assert float(got["diff"]) == pytest.approx(diff, abs=1e-6)
+        assert (float(got["diff_ci_low"]), float(got["diff_ci_high"])) == pytest.approx(
+            (low, high), abs=1e-6
+        )
+        assert high < 0  # 0.3 against 0.6: the interval sees it

@@ -12,8 +12,9 @@ the settings checked for comparability. Writes, in DIR:
 - `paired.csv`: each later run against the first, per multiple-choice file, joint level and
   chain: `file`, `run`, `n_both`, `only_first_right`, `only_other_right`, `p_value` (exact McNemar),
   `diff` (the run's accuracy minus the first's on those items), `diff_ci_low`, `diff_ci_high` (its
-  95% interval clustered by image). Only items both runs answered count: the same item key, and
-  neither row failed (a failed row says nothing about the model, and a rerun retries it), so
+  95% interval clustered by image; with `--samples` on both sides, over each item's share right
+  of its K answers, and `diff_samples` says K for each side). Only items both runs answered
+  count: the same item key, and neither row failed (a failed row says nothing about the model, and a rerun retries it), so
   `n_both` may be below both runs' `n`.
 - `flipped.md`/`.html`: the items of `paired.csv`'s discordant counts, each linked to its card in
   both runs' `report.html` (`#row-<file>-<key>`).
@@ -37,6 +38,7 @@ from pipeline.records import FILES, JOINT_LEVELS, ResultRow
 from pipeline.results import read_run
 from pipeline.scoring.clustered import paired_difference
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, RowScore, score_row
+from pipeline.scoring.samples import item_means
 from pipeline.scoring.stats import mcnemar_exact, wilson
 from pipeline.scoring.summary import SUMMARY_NAME, Scorer, read_summary
 
@@ -65,6 +67,8 @@ class Run:
     settings: dict[str, Any]  # summary.json
     scored: dict[str, Any]  # the summary rebuilt from the rows (what `drvd score` prints)
     items: dict[str, dict[str, Item]]  # file stem -> item key -> item
+    samples: int = 1  # K answers per row (`--samples`)
+    means: dict[str, dict[str, float]] | None = None  # paired label -> key -> share right of K
 
     @property
     def run_info(self) -> dict[str, Any]:
@@ -97,6 +101,7 @@ class Paired:
     diff: float | None = None  # the run's accuracy minus the first's, on the n_both items
     diff_low: float | None = None
     diff_high: float | None = None
+    diff_samples: str = "1/1"  # answers per item behind diff: the first run's / this run's
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +132,12 @@ def load_run(path: Path, name: str) -> Run:
             score = score_row(family, row, official_quirks=quirks)
             items.setdefault(stem, {})[row.key] = Item(row, score)  # the latest line wins
     scored = scorer.summary(model=str(settings.get("model") or path.name))
-    return Run(path, name, settings, scored, items)
+    sampled = settings.get("samples")
+    k = sampled.get("k") if isinstance(sampled, dict) else None
+    if not isinstance(k, int) or k < 2:
+        return Run(path, name, settings, scored, items)
+    means = item_means(path, k, official_quirks=quirks)
+    return Run(path, name, settings, scored, items, k, means)
 
 
 def run_names(paths: Sequence[Path]) -> list[str]:
@@ -217,14 +227,32 @@ def pair(first: Run, other: Run) -> list[Paired]:
         flips = tuple(Flip(label, label_file(label), k, a[k]) for k in both if a[k] != b[k])
         only_first = sum(f.first_right for f in flips)
         only_other = len(flips) - only_first
-        p = mcnemar_exact(only_first, only_other)
+        p, n = mcnemar_exact(only_first, only_other), len(both)
         # The first run's row gives the image: the same key is the same input row in both.
         rows = first.items[label_file(label)]
-        clusters = [rows[k].score.image or ("row", k) for k in both]
-        d = paired_difference([float(b[k]) for k in both], [float(a[k]) for k in both], clusters)
-        diff = (d.diff, d.low, d.high) if d else (None, None, None)
-        out.append(Paired(label, other.name, len(both), only_first, only_other, p, flips, *diff))
+        x, y = _means(first, label), _means(other, label)
+        over = f"{first.samples}/{other.samples}"
+        if x is None or y is None:  # the per-item means need K samples on both sides
+            x, y, over = (
+                {k: float(v) for k, v in a.items()},
+                {k: float(v) for k, v in b.items()},
+                "1/1",
+            )
+        keys = [k for k in both if k in x and k in y]  # with K samples: items every sample has
+        clusters = [rows[k].score.image or ("row", k) for k in keys]
+        d = paired_difference([y[k] for k in keys], [x[k] for k in keys], clusters)
+        diff = {"diff": d.diff, "diff_low": d.low, "diff_high": d.high} if d else {}
+        out.append(
+            Paired(
+                label, other.name, n, only_first, only_other, p, flips, **diff, diff_samples=over
+            )
+        )
     return out
+
+
+def _means(run: Run, label: str) -> dict[str, float] | None:
+    """Return key -> share right over the run's K samples, or None for a run of one sample."""
+    return None if run.means is None else run.means.get(label, {})
 
 
 _SETTINGS: tuple[tuple[str, Callable[[Run], object]], ...] = (

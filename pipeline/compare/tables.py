@@ -32,6 +32,7 @@ PAIRED_COLUMNS = (
     "diff",
     "diff_ci_low",
     "diff_ci_high",
+    "diff_samples",
 )
 _CI_TEXT = "Accuracy % [95% interval clustered by image], n items, design effect (deff)"
 _SHOWN = 60  # characters of an answer shown in the flipped lists
@@ -76,6 +77,7 @@ def paired_csv(c: Comparison) -> bytes:
     rows = (
         [p.label, p.run, p.n_both, p.only_first_right, p.only_other_right, f"{p.p_value:.6g}"]
         + [_cell(v) for v in (p.diff, p.diff_low, p.diff_high)]
+        + [p.diff_samples]
         for p in c.paired
     )
     return to_csv(PAIRED_COLUMNS, rows)

@@ -174,3 +174,26 @@ def _usage(run_dir: Path, k: int) -> dict[str, Any]:
                 used = used + row.usage + row.judge_usage
                 failed += row.error is not None
     return {**used.to_json(), "failed_rows": failed}
+
+
+def item_means(
+    run_dir: Path, k: int, *, official_quirks: bool = False
+) -> dict[str, dict[str, float]]:
+    """Return, per accuracy, each item's share of right answers over the K samples.
+
+    Accuracies are named as `compare`'s paired labels: the MCQ file stems, `joint_qa_<level>` and
+    `joint_qa_chain`. Items are those every sample holds and answered without failing (a failed
+    row says nothing about the model, as `compare` pairs only answered items).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for stem in FILES:
+        if FILE_FAMILY[stem] == "report":
+            continue
+        for row, draws in _file_items(run_dir, stem, k, official_quirks):
+            if row.key is None or row.error is not None:
+                continue
+            for part in draws[0]:
+                name = f"{stem}_{part}" if part else stem
+                right = sum(d[part].correct for d in draws) / len(draws)
+                out.setdefault(name, {})[str(row.key)] = right
+    return out
