@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from once import built_once
 from procs import drvd, lines_of, server_process
 from test_stats import mcnemar_reference, wilson_reference
 
@@ -28,10 +29,13 @@ LABELS = (*MCQ, *(f"joint_qa_{lv}" for lv in JOINT_LEVELS), "joint_qa_chain")
 PAIRED = ["file", "run", "n_both", "only_first_right", "only_other_right", "p_value"]
 
 
-@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
+@pytest.fixture(scope="session")  # built once per session (tests/once.py), read by every worker
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Runs r1, r2 (random, seeds 1 and 2) and r3 (seed 3, another protocol, max_tokens, items)."""
-    root = tmp_path_factory.mktemp("compare")
+    return built_once(tmp_path_factory, "compare", _make_runs) / "out"
+
+
+def _make_runs(root: Path) -> None:
     write_dataset(root / "data", total=120, images=6, sizes=(32,))
     common: list[str | Path] = [
         "--model",
@@ -56,7 +60,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ):
             proc = drvd("eval", *common, "--run-name", name, *more)
             assert proc.returncode == 0, proc.stderr
-    return root / "out"
 
 
 def letter(answer: object) -> str:
