@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import heapq
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -14,13 +16,34 @@ import pytest
 from fakeserver import FakeServer, running
 
 _KEY_VARS = ("OPENAI_API_KEY", "DASHSCOPE_API_KEY", "DEEPSEEK_API_KEY")
+_REPO = Path(__file__).resolve().parent.parent
+_CACHES = itertools.count()  # the cache folders of tests without a tmp_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the bytecode of our code once, for the ~250 processes the tests start.
+
+    With PYTHONDONTWRITEBYTECODE set (as on CI) every `python -m pipeline` and fake server would
+    compile our modules from source again, ~0.1 s of CPU each; the installed packages have
+    theirs. It goes where Python puts it by default (__pycache__, ignored by git); a process that
+    does not write bytecode still reads it. Done once, by the process that starts the workers.
+    """
+    if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
+        for folder in ("pipeline", "tests"):
+            compileall.compile_dir(_REPO / folder, quiet=1)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Drop every DRVD_* and provider key variable; point the cache at a temporary dir.
+
+    The cache is TMP_PATH/cache in a test that has a tmp_path; in one without (most of them: the
+    pure functions), a folder of its own that is made only if something writes there, so those
+    thousands of tests make no folder each.
 
     A module that checks nothing of the page sets `PAGE = False`, a test `@pytest.mark.no_page`:
     its CLI runs skip report.html and the plots (DRVD_PAGE=off), a second of CPU per run.
@@ -29,7 +52,11 @@ def _isolated_env(
     for name in list(os.environ):
         if name.startswith("DRVD_") or name in _KEY_VARS:
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DRVD_CACHE_DIR", str(tmp_path / "cache"))
+    if "tmp_path" in request.fixturenames:
+        cache = request.getfixturevalue("tmp_path") / "cache"
+    else:
+        cache = tmp_path_factory.getbasetemp() / "caches" / str(next(_CACHES))
+    monkeypatch.setenv("DRVD_CACHE_DIR", str(cache))
     if not getattr(request.module, "PAGE", True) or request.node.get_closest_marker("no_page"):
         monkeypatch.setenv("DRVD_PAGE", "off")
 

@@ -1,6 +1,7 @@
 """Runs for the report tests, made as a user makes them, and an independent recount of their rows.
 
-`sample_run`: `make demo`'s command on the bundled sample. `mixed_run`: a random run on a small
+`sample_run`: `make demo`'s command on the bundled sample (`shared_sample_run`: made once per
+session, for tests that only read it or change a copy of it). `mixed_run`: a random run on a small
 synthetic set with one image deleted (failed rows), then some rows rewritten as a real model's
 would be (unreadable, refused, a reasoning trace, report keywords) and the run re-scored.
 """
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from once import built_once, copy_of
 from procs import REPO, drvd, lines_of
 
 from pipeline.data.synthetic import write_dataset
@@ -27,6 +30,23 @@ def sample_run(out: Path) -> Path:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return out / "demo-random"
+
+
+def _page_on_sample_run(out: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DRVD_PAGE", raising=False)  # whichever test asks first: the page is drawn
+        sample_run(out)
+
+
+def shared_sample_run(factory: pytest.TempPathFactory, copy_to: Path | None = None) -> Path:
+    """Return `sample_run`'s run folder, made once per session: read it, do not change it.
+
+    With `copy_to`, the folder it was made in (the run and its cache, hard links and times as
+    they are) is copied there first and the copy's run folder is returned, for a test that
+    changes the run or runs again on its cache: as if `sample_run(copy_to)` had made it.
+    """
+    out = built_once(factory, "sample", _page_on_sample_run)
+    return (copy_of(out, copy_to) if copy_to is not None else out) / "demo-random"
 
 
 def _rewrite(run: Path, stem: str, change: Any) -> None:

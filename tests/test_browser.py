@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from reportruns import mixed_run, recount, sample_run
+from once import built_once
+from reportruns import mixed_run, recount, shared_sample_run
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -37,9 +38,9 @@ def browser() -> Iterator[webdriver.Chrome]:
     chrome.quit()
 
 
-@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
+@pytest.fixture(scope="session")  # built once per session (tests/once.py), read by every worker
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mixed_run(tmp_path_factory.mktemp("mixed"))
+    return built_once(tmp_path_factory, "mixed", mixed_run) / "out" / "mixed"
 
 
 def open_page(chrome: webdriver.Chrome, page: Path, fragment: str = "") -> None:
@@ -177,8 +178,8 @@ def test_a_compare_link_scrolls_to_and_highlights_its_card(browser, mixed: Path)
     assert_quiet(browser)
 
 
-def test_the_demo_page_works_offline(browser, tmp_path: Path) -> None:
-    run = sample_run(tmp_path / "runs")
+def test_the_demo_page_works_offline(browser, tmp_path_factory) -> None:
+    run = shared_sample_run(tmp_path_factory)
     rows = recount(run)
     open_page(browser, run / "report.html")
     assert count(browser) == len(rows) > 0

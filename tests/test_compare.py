@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import orjson
 import pytest
+from once import built_once
 from procs import drvd, lines_of, server_process
 from test_intervals import check_ci, clustered_reference, difference_reference
 from test_stats import mcnemar_reference, wilson_reference
@@ -31,10 +32,13 @@ PAIRED = ["file", "run", "n_both", "only_first_right", "only_other_right", "p_va
 PAIRED += ["diff", "diff_ci_low", "diff_ci_high", "diff_samples"]
 
 
-@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
+@pytest.fixture(scope="session")  # built once per session (tests/once.py), read by every worker
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Runs r1, r2 (random, seeds 1 and 2) and r3 (seed 3, another protocol, max_tokens, items)."""
-    root = tmp_path_factory.mktemp("compare")
+    return built_once(tmp_path_factory, "compare", _make_runs) / "out"
+
+
+def _make_runs(root: Path) -> None:
     write_dataset(root / "data", total=120, images=6, sizes=(32,))
     common: list[str | Path] = [
         "--model",
@@ -59,7 +63,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ):
             proc = drvd("eval", *common, "--run-name", name, *more)
             assert proc.returncode == 0, proc.stderr
-    return root / "out"
 
 
 def letter(answer: object) -> str:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from fakebilling import qwen_tokens
 from fakeserver import FakeConfig, running
+from once import built_once
 from PIL import Image
 from procs import drvd, lines_of, server_process
 
@@ -25,11 +26,12 @@ KEY = {"DASHSCOPE_API_KEY": "sk-test"}
 SIZES = (40, 200, 500, 900, 1300, 2500, 4000)
 
 
-@pytest.fixture(scope="session")  # built once per worker, not again when its module resumes
+@pytest.fixture(scope="session")  # built once per session (tests/once.py), read by every worker
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("plan") / "data"
-    write_dataset(root, total=60, images=14, sizes=SIZES, large=1)  # one of 6,000 px
-    return root
+    def build(root: Path) -> None:
+        write_dataset(root / "data", total=60, images=14, sizes=SIZES, large=1)  # one of 6,000 px
+
+    return built_once(tmp_path_factory, "plan", build) / "data"
 
 
 def qwen(data: Path, url: str, tmp: Path, *extra: str) -> list[str]:

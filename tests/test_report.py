@@ -7,13 +7,13 @@ from pathlib import Path
 import orjson
 from PIL import Image
 from procs import drvd
-from reportruns import SAMPLE, sample_run
+from reportruns import SAMPLE, shared_sample_run
 
 from pipeline.records import JOINT_LEVELS
 
 
-def test_plots_are_drawn_from_the_summary_numbers(tmp_path: Path) -> None:
-    run = sample_run(tmp_path)
+def test_plots_are_drawn_from_the_summary_numbers(tmp_path_factory) -> None:
+    run = shared_sample_run(tmp_path_factory)
     summary = orjson.loads((run / "summary.json").read_bytes())
     plots = run / "plots"
     for name in ("levels", "modality", "answers"):
@@ -38,8 +38,10 @@ def test_plots_are_drawn_from_the_summary_numbers(tmp_path: Path) -> None:
     assert 'src="plots/levels.png"' in page
 
 
-def test_score_rewrites_the_page_without_encoding_images_again(tmp_path: Path) -> None:
-    run = sample_run(tmp_path)
+def test_score_rewrites_the_page_without_encoding_images_again(
+    tmp_path: Path, tmp_path_factory
+) -> None:
+    run = shared_sample_run(tmp_path_factory, copy_to=tmp_path)
     images = sorted((run / "report" / "img").iterdir())
     assert images
     assert all(p.stat().st_size > 0 for p in images)
@@ -54,8 +56,10 @@ def test_score_rewrites_the_page_without_encoding_images_again(tmp_path: Path) -
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing encoded or drawn again
 
 
-def test_a_report_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> None:
-    run = sample_run(tmp_path)
+def test_a_report_that_cannot_be_written_is_one_warning_line(
+    tmp_path: Path, tmp_path_factory
+) -> None:
+    run = shared_sample_run(tmp_path_factory, copy_to=tmp_path)
     (run / "report.html").unlink()
     (run / "report.html").mkdir()  # the page's name is taken: the write fails
     proc = drvd("score", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
@@ -73,8 +77,10 @@ def test_a_report_that_cannot_be_written_is_one_warning_line(tmp_path: Path) -> 
     assert "Traceback" not in again.stderr
 
 
-def test_view_prints_the_page_writing_it_when_missing_and_opens_it(tmp_path: Path) -> None:
-    run = sample_run(tmp_path)
+def test_view_prints_the_page_writing_it_when_missing_and_opens_it(
+    tmp_path: Path, tmp_path_factory
+) -> None:
+    run = shared_sample_run(tmp_path_factory, copy_to=tmp_path)
     (run / "report.html").unlink()
     proc = drvd("view", run, env={"DRVD_CACHE_DIR": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
@@ -114,8 +120,8 @@ def test_page_off_skips_the_page_and_plots_and_view_draws_them_later(tmp_path: P
     assert (tmp_path / "flag" / "plots" / "levels.png").is_file()
 
 
-def test_the_page_escapes_what_the_rows_hold(tmp_path: Path) -> None:
-    run = sample_run(tmp_path)
+def test_the_page_escapes_what_the_rows_hold(tmp_path: Path, tmp_path_factory) -> None:
+    run = shared_sample_run(tmp_path_factory, copy_to=tmp_path)
     path = run / "visual_evidence_qa.jsonl"
     rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     rows[0]["raw_response"] = "</script><script>alert(1)</script>"
@@ -130,9 +136,9 @@ def test_the_page_escapes_what_the_rows_hold(tmp_path: Path) -> None:
 
 
 def test_a_run_folder_holds_thumbnails_and_runs_on_one_cache_share_the_images_as_sent(
-    tmp_path: Path,
+    tmp_path: Path, tmp_path_factory
 ) -> None:
-    first = sample_run(tmp_path)
+    first = shared_sample_run(tmp_path_factory, copy_to=tmp_path)
     second = drvd(
         "eval", "--model", "random", "--data", SAMPLE, "--out", tmp_path, "--run-name", "again",
         "--judge", "none", "--quiet", "--seed", "3", "--cache-dir", tmp_path / "cache",

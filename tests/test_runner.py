@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import VirtualClock
 from fakeserver import FakeConfig, running
 
@@ -219,6 +220,7 @@ async def _wait_for_lines(path: Path, n: int, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.no_page  # checks nothing of the page
 async def test_kill_9_then_rerun_loses_nothing_and_repays_at_most_in_flight(tmp_path: Path) -> None:
     data = dataset(tmp_path, total=300, images=12)
     concurrency = 8
@@ -246,6 +248,7 @@ async def test_kill_9_then_rerun_loses_nothing_and_repays_at_most_in_flight(tmp_
     assert server.ledger.duplicates() <= concurrency
 
 
+@pytest.mark.no_page  # checks nothing of the page
 async def test_ctrl_c_stops_cleanly_with_partial_summary(tmp_path: Path) -> None:
     data = dataset(tmp_path, total=300, images=12)
     env = {**os.environ, "DRVD_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}

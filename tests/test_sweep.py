@@ -136,6 +136,7 @@ def test_sweep_runs_both_models_at_once_with_the_results_of_two_evals(tmp_path: 
     assert sweep.stdout.strip().splitlines()[-1].startswith("comparison: ")
 
 
+@pytest.mark.no_page  # checks nothing of the page
 def test_the_sweep_shares_its_cache_and_pays_the_judge_once_for_both_models(
     tmp_path: Path,
 ) -> None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin
 
-import aiohttp
 import orjson
 
 from pipeline.errors import APIError, FatalAPIError, RetryableError
@@ -25,6 +24,9 @@ from pipeline.model.retry import classify, classify_transport
 from pipeline.providers.registry import DEFAULT_TIMEOUT
 from pipeline.records import ChatRequest, Completion
 from pipeline.redact import Redactor, basic_token
+
+if TYPE_CHECKING:  # aiohttp (~0.2 s to import) loads with the first session: offline runs,
+    import aiohttp  # `plan` and `score` never load it
 
 _KEEPALIVE = 30.0
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
@@ -89,6 +91,8 @@ def make_session(
     concurrency: int, trace_configs: list[aiohttp.TraceConfig] | None = None
 ) -> aiohttp.ClientSession:
     """Return a session pooling `concurrency` connections; call it inside the running loop."""
+    import aiohttp
+
     connector = aiohttp.TCPConnector(
         limit=concurrency, limit_per_host=concurrency, keepalive_timeout=_KEEPALIVE
     )
@@ -156,6 +160,8 @@ class OpenAIClient:
         body = build_payload(self.model, request, image_url, self._extra_body, self.token_param)
         data = orjson.dumps(body)
         where = f"{self.provider} {self._url}"
+        import aiohttp  # loaded by make_session already: a lookup
+
         try:
             async with self._session.post(
                 self._url,

@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import EvalConfig
 from pipeline.errors import FatalAPIError, RetryableError
@@ -28,6 +26,9 @@ from pipeline.model.pacing import Clock, LoopClock, Throttle, Ticket
 from pipeline.model.retry import CONNECT
 from pipeline.providers.registry import split_urls
 from pipeline.records import ChatRequest, Completion
+
+if TYPE_CHECKING:
+    import aiohttp  # loads with the session (client.make_session)
 
 _STREAK = 5  # failures in a row that bench a replica
 _COOL_DOWN, _COOL_DOWN_MAX = 2.0, 60.0  # seconds benched: the first time, and at most

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypedDict
 
-import aiohttp
 import orjson
 from tenacity import RetryCallState, retry_base, retry_if_exception_type
 
@@ -128,6 +127,8 @@ def classify_transport(exc: BaseException, *, where: str, timeout: float | None 
         where: provider and URL, for the message.
         timeout: the per-attempt timeout in seconds, for the message.
     """
+    import aiohttp  # loaded by the session that raised `exc` (client.make_session)
+
     if isinstance(exc, aiohttp.InvalidURL):
         return FatalAPIError(f"{where}: invalid URL {exc}; check the base URL.")
     if isinstance(exc, TimeoutError):  # asyncio's total timeout and aiohttp's socket timeouts

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 import orjson
 from tenacity import AsyncRetrying
 
@@ -24,6 +23,9 @@ from pipeline.errors import APIError, FatalAPIError, RetryableError
 from pipeline.model.client import auth_headers, parse_completion
 from pipeline.model.retry import classify, classify_transport, retrying
 from pipeline.records import Completion
+
+if TYPE_CHECKING:  # aiohttp loads with the session (client.make_session): a run that makes
+    import aiohttp  # no HTTP call never loads it
 
 ENDPOINT = "/v1/chat/completions"  # every line's url, and the batch's endpoint
 WINDOW = "24h"  # the only completion window OpenAI and DashScope accept
@@ -93,6 +95,8 @@ class BatchClient:
         self.timeout = timeout
         self._session = session
         self._headers, self._redact = auth_headers(api_key, url_auth)
+        import aiohttp
+
         # A long answer (an upload, a download) may take long; a silent socket may not.
         self._slow = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._retry = retrying(max_attempts=max_attempts, max_seconds=3600.0, sleep=sleep)
@@ -104,6 +108,8 @@ class BatchClient:
         """Upload a JSONL input file with purpose=batch; return its file id."""
 
         async def call() -> str:
+            import aiohttp
+
             with path.open("rb") as f:
                 form = aiohttp.FormData()
                 form.add_field("purpose", "batch")
@@ -180,6 +186,8 @@ class BatchClient:
     ) -> Any:
         """Send one call; return the parsed JSON (or the bytes) or raise a classified error."""
         url, where = f"{self.base_url}{route}", self._where(route)
+        import aiohttp
+
         timeout = self._slow if slow else aiohttp.ClientTimeout(total=self.timeout)
         try:
             async with self._session.request(
