@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from fakebatch import BatchAPI, BatchConfig
+from fakebehaviour import BEHAVIOURS, behaviour
 from fakebilling import BILLING, qwen_prompt_tokens
 from fakereplies import (
     ERROR_200_BODIES,
@@ -165,7 +166,7 @@ class FakeConfig:
     redirect: int | None = None  # when set, every request gets this status and `redirect_to`
     redirect_to: str = ""
     served_model: str | None = None  # reported model; None echoes the requested one
-    answer_fn: Callable[[dict[str, Any]], str] | None = None  # replaces default_answer
+    answer_fn: Callable[[dict[str, Any]], str | None] | None = None  # None: default_answer
     replies: str = "plain"  # "plain" | "varied" (see CHOICE_PHRASINGS)
     judge_reply: str = "letter"  # one of JUDGE_REPLIES
     clock: Callable[[], float] = time.monotonic  # for the RPM window and ledger times
@@ -216,6 +217,7 @@ class LedgerEntry:
     # mode the shape it produced ("reasoning", "think_inline", "length_empty", "think_unclosed"…).
     shape: str = ""
     prompt_tokens: int = 0  # what usage.prompt_tokens billed (0: no completion sent)
+    answer: str = ""  # the answer a completion sent carried (before any reply shape)
 
     @property
     def paid(self) -> bool:
@@ -543,7 +545,7 @@ class FakeServer:
         outcome, cfg = entry.outcome, self.config
         headers = {"x-request-id": f"req-{len(self.ledger.entries)}", **self.limit_headers()}
         if outcome in ("ok", "blank_json", "empty_choices", *PAID_SHAPES):
-            reply = self._reply(outcome, payload)
+            reply = self._reply(outcome, payload, entry)
             entry.shape = "empty_choices" if outcome == "empty_choices" else reply.shape
             entry.prompt_tokens = self._billed(payload)
             body = self._completion(
@@ -584,10 +586,13 @@ class FakeServer:
             )
         return web.Response(status=500, text=f"fakeserver: unknown outcome {outcome!r}")
 
-    def _reply(self, outcome: str, payload: dict[str, Any]) -> Reply:
-        """Build the success an outcome names, with the answer default_answer/answer_fn gives."""
+    def _reply(self, outcome: str, payload: dict[str, Any], entry: LedgerEntry) -> Reply:
+        """Build the success an outcome names, with the answer answer_fn/default_answer gives."""
         cfg = self.config
-        answer = cfg.answer_fn(payload) if cfg.answer_fn else default_answer(payload, cfg)
+        answer = cfg.answer_fn(payload) if cfg.answer_fn else None
+        if answer is None:  # an answer_fn returns None for requests it leaves to the default
+            answer = default_answer(payload, cfg)
+        entry.answer = answer
         text = _split_messages(payload)[1]
         wrong = wrong_letters(answer, _option_blocks(text), dict(_OPTION_TEXT.findall(text)))
         if outcome in PAID_SHAPES:
@@ -783,6 +788,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="usage.prompt_tokens: flat (text/4 + 85) or qwen28 (DashScope's Qwen2.5-VL rule on "
         "the decoded images, plus text pieces)",
     )
+    p.add_argument(
+        "--behaviour",
+        metavar="NAME[:P]",
+        help=f"a model of known behaviour ({', '.join(BEHAVIOURS)}; fakebehaviour.py), with --truth",
+    )
+    p.add_argument("--truth", type=Path, help="the dataset folder the behaviour knows the gold of")
     p.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends")
     p.add_argument(
         "--batch-fail-rate", type=float, default=0.0, help="share of batch lines failing once"
@@ -823,6 +834,7 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         redirect=args.redirect,
         redirect_to=args.redirect_to,
         served_model=args.served_model,
+        answer_fn=behaviour(args.behaviour, args.truth) if args.behaviour and args.truth else None,
         replies=args.replies,
         judge_reply=args.judge_reply,
         default_outcome=args.default_outcome,
