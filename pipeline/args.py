@@ -232,9 +232,7 @@ def _controls_parser(sub: Any) -> None:
         formatter_class=RawDescriptionHelpFormatter,
     )
     ct.add_argument("run_dir", type=Path, metavar="RUN")
-    ct.add_argument(
-        "--controls", help=f"comma list of {','.join(CONTROLS)} (default: all three)"
-    )
+    ct.add_argument("--controls", help=f"comma list of {','.join(CONTROLS)} (default: all three)")
     ct.add_argument(
         "--seed", dest="control_seed", type=int, default=0, help="other-image's seed (default 0)"
     )
@@ -256,7 +254,5 @@ def _controls_parser(sub: Any) -> None:
     )
     ct.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
     ct.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    ct.add_argument(
-        "--page", choices=("on", "off"), help="rewrite RUN's report.html (DRVD_PAGE)"
-    )
+    ct.add_argument("--page", choices=("on", "off"), help="rewrite RUN's report.html (DRVD_PAGE)")
     ct.add_argument("--quiet", action="store_true", help="no progress display")

@@ -253,7 +253,8 @@ def _controls(args: argparse.Namespace, console: Console) -> int:
     try:
         names = parse_controls(args.controls)
     except ValueError as exc:
-        raise ConfigError(f"--controls: {exc}") from exc
+        msg = f"--controls: {exc}"
+        raise ConfigError(msg) from exc
     cfg, run_dir = run_config(args.run_dir, vars(args)), args.run_dir
     if not any((items := answered_items(run_dir)).values()):
         msg = f"{run_dir}: no answered rows to control; run eval first"
@@ -265,13 +266,19 @@ def _controls(args: argparse.Namespace, console: Console) -> int:
     )
     with run_lock(run_dir, "controls"):
         try:
-            coro = run_controls(cfg, names, items, seed=args.control_seed, show_progress=not args.quiet)
+            coro = run_controls(
+                cfg, names, items, seed=args.control_seed, show_progress=not args.quiet
+            )
             result = _run(coro)
         except (KeyboardInterrupt, Stopped) as exc:
-            write_controls(run_dir, model=cfg.spec.alias, quirks=cfg.official_quirks)  # what the rows saved so far say
+            write_controls(
+                run_dir, model=cfg.spec.alias, quirks=cfg.official_quirks
+            )  # what the rows saved so far say
             return _stopped(exc)
         summary = write_controls(run_dir, model=cfg.spec.alias, quirks=cfg.official_quirks)
-        if page(args.page) and (note := try_write_report(run_dir, read_summary(run_dir), cfg.cache_dir)):
+        if page(args.page) and (
+            note := try_write_report(run_dir, read_summary(run_dir), cfg.cache_dir)
+        ):
             print(note, file=sys.stderr)
     for line in controls_lines(summary):
         console.print(escape(line), highlight=False, soft_wrap=True)

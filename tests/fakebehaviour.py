@@ -119,31 +119,32 @@ class Truth:
         raw = base64.b64decode(data_url.split(",", 1)[1])
         with Image.open(io.BytesIO(raw)) as img:
             sent = _thumb(img)
+        thumbs = self._thumbs
         return min(
-            self._thumbs, key=lambda rel: sum(abs(a - b) for a, b in zip(sent, self._thumbs[rel]))  # type: ignore[index]
+            thumbs, key=lambda rel: sum(abs(a - b) for a, b in zip(sent, thumbs[rel], strict=True))
         )
 
     def asked(self, payload: dict[str, Any]) -> Asked | None:
         """Return what a chat request asks, or None when it is no item of the dataset."""
-        texts, url = [], None
+        texts: list[str] = []
+        url: str | None = None
         for msg in payload.get("messages") or []:
-            if msg.get("role") != "user":
-                continue
             content = msg.get("content")
-            for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            parts: list[dict[str, Any]] = (
+                [{"type": "text", "text": content}] if isinstance(content, str) else content
+            )
+            for part in parts if msg.get("role") == "user" else []:
                 if part.get("type") == "text":
-                    texts.append(part.get("text", ""))
+                    texts.append(str(part.get("text", "")))
                 elif part.get("type") == "image_url":
-                    url = part["image_url"]["url"]
+                    url = str(part["image_url"]["url"])
         text = "\n".join(texts)
-        if (joint := self.joint.get(text)) is not None:
-            item, letters = joint, ()
-        elif (parsed := _question(text)) is not None:
+        letters: tuple[tuple[str, str], ...] = ()
+        item = self.joint.get(text)
+        if item is None and (parsed := _question(text)) is not None:
             question, letters = parsed
             item = self.mcq.get((question, frozenset(t for _, t in letters)))
-            if item is None:
-                return None
-        else:
+        if item is None:
             return None
         return Asked(item, letters, self._nearest(url) if url else None)
 

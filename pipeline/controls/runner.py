@@ -23,10 +23,10 @@ from pipeline.errors import ExitCode
 from pipeline.model.budget import Budget
 from pipeline.model.cache import ResponseCache
 from pipeline.model.factory import make_judge, make_responder
+from pipeline.model.responder import Responder
 from pipeline.records import ChatRequest, Outcome, Sample
 from pipeline.results import read_run
 from pipeline.run.runner import Run, RunResult
-from pipeline.model.responder import Responder
 
 _STOPS = (ExitCode.FATAL, ExitCode.COST, ExitCode.WRITE)  # a control that ends so stops the rest
 
@@ -98,7 +98,9 @@ def image_pool(cfg: EvalConfig, seed: int) -> ImagePool:
     root = find_root(cfg.data)
     rows: list[Mapping[str, object]] = []
     for stem in present_files(root):
-        rows += [s.row for s in samples_within(root, stem, None, lambda _e: None, check_images=False)]
+        rows += [
+            s.row for s in samples_within(root, stem, None, lambda _e: None, check_images=False)
+        ]
     return ImagePool.of(rows, seed)
 
 

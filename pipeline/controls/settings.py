@@ -22,7 +22,9 @@ CONTROLS_DIR = "controls"  # RUN/controls/<control>/: each control's rows, apart
 GIVEN_PRICE = "--price-in/--price-out"
 
 
-def run_flags(run_dir: Path, summary: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+def run_flags(
+    run_dir: Path, summary: Mapping[str, Any], flags: Mapping[str, Any]
+) -> dict[str, Any]:
     """Return the flags `eval` would take to ask as the run did; `flags` add pace and keys."""
     run = summary.get("run")
     if not isinstance(run, Mapping) or not summary.get("model") or not run.get("data"):
@@ -55,7 +57,9 @@ def run_flags(run_dir: Path, summary: Mapping[str, Any], flags: Mapping[str, Any
     return out
 
 
-def run_config(run_dir: Path, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> EvalConfig:
+def run_config(
+    run_dir: Path, flags: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> EvalConfig:
     """Return the run's own configuration (its model, endpoint, protocol, data, judge)."""
     if not run_dir.is_dir():
         msg = f"{run_dir}: no such run folder"
@@ -79,6 +83,8 @@ def answered_items(run_dir: Path) -> dict[str, dict[str, str]]:
         if row.key is not None:
             latest.setdefault(stem, {})[row.key] = row
     return {
-        stem: {key: str(row.row.get("image_paths")) for key, row in rows.items() if row.error is None}
+        stem: {
+            key: str(row.row.get("image_paths")) for key, row in rows.items() if row.error is None
+        }
         for stem, rows in latest.items()
     }

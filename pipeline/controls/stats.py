@@ -52,7 +52,9 @@ def _cells(stem: str, row: ResultRow, quirks: bool) -> list[Cell]:
     score = score_row(family, row, official_quirks=quirks)
     modality = str(score.group[0])
     if family == "joint":
-        return [((modality, level), hit) for level, hit in zip(JOINT_LEVELS, score.hits, strict=True)]
+        return [
+            ((modality, level), hit) for level, hit in zip(JOINT_LEVELS, score.hits, strict=True)
+        ]
     return [((modality, str(score.group[1])), score.hits[0])]
 
 
@@ -64,7 +66,9 @@ def _latest(run_dir: Path) -> dict[str, dict[str, ResultRow]]:
     return out
 
 
-def _reliance(first: Sequence[float], second: Sequence[float], clusters: Sequence[str]) -> dict[str, Any]:
+def _reliance(
+    first: Sequence[float], second: Sequence[float], clusters: Sequence[str]
+) -> dict[str, Any]:
     """The paired cell: n, both accuracies, the control's interval and the difference's."""
     n = len(first)
     diff = paired_difference(first, second, clusters)
@@ -117,15 +121,21 @@ def paired_section(
         by_level = defaultdict(list)
         for cell in cells:
             by_level[cell[0][1]].append(cell)
-        out["levels"] = {lv: _reliance(*_columns(by_level[lv])) for lv in JOINT_LEVELS if by_level[lv]}
+        out["levels"] = {
+            lv: _reliance(*_columns(by_level[lv])) for lv in JOINT_LEVELS if by_level[lv]
+        }
     return out
 
 
-def _columns(cells: Sequence[tuple[Any, float, float, str]]) -> tuple[list[float], list[float], list[str]]:
+def _columns(
+    cells: Sequence[tuple[Any, float, float, str]],
+) -> tuple[list[float], list[float], list[str]]:
     return [c[1] for c in cells], [c[2] for c in cells], [c[3] for c in cells]
 
 
-def _by_group(cells: Sequence[tuple[tuple[str, str], float, float, str]]) -> dict[str, dict[str, list[Any]]]:
+def _by_group(
+    cells: Sequence[tuple[tuple[str, str], float, float, str]],
+) -> dict[str, dict[str, list[Any]]]:
     out: dict[str, dict[str, list[Any]]] = {}
     for cell in cells:
         modality, name = cell[0]
@@ -133,24 +143,29 @@ def _by_group(cells: Sequence[tuple[tuple[str, str], float, float, str]]) -> dic
     return out
 
 
-def shuffle_section(
-    stem: str, official: Mapping[str, ResultRow], control: Mapping[str, ResultRow], quirks: bool
-) -> dict[str, Any] | None:
-    """Return a multiple-choice file's rotation numbers over items answered under every rotation."""
+def _complete(
+    official: Mapping[str, ResultRow], control: Mapping[str, ResultRow]
+) -> tuple[list[list[ResultRow]], int]:
+    """Return each item's rotations (in order) where all are answered, and how many are not."""
     by_item: dict[str, dict[int, ResultRow]] = defaultdict(dict)
     for key, row in control.items():
         base, k = item_key(key)
         if base in official and official[base].error is None:
             by_item[base][k] = row
-    complete: list[tuple[str, list[ResultRow]]] = []
-    incomplete = 0
-    for base, rows in by_item.items():
-        n = len(rows[0].row.get("options") or []) if 0 in rows else 0
-        ordered = [rows.get(k) for k in range(n)]
+    complete: list[list[ResultRow]] = []
+    for turns in by_item.values():
+        n = len(turns[0].row.get("options") or []) if 0 in turns else 0
+        ordered = [turns.get(k) for k in range(n)]
         if n and all(r is not None and r.error is None for r in ordered):
-            complete.append((base, [r for r in ordered if r is not None]))
-        else:
-            incomplete += 1
+            complete.append([r for r in ordered if r is not None])
+    return complete, len(by_item) - len(complete)
+
+
+def shuffle_section(
+    stem: str, official: Mapping[str, ResultRow], control: Mapping[str, ResultRow], quirks: bool
+) -> dict[str, Any] | None:
+    """Return a multiple-choice file's rotation numbers over items answered under every rotation."""
+    complete, incomplete = _complete(official, control)
     if not complete:
         return None
     circular: list[float] = []
@@ -158,32 +173,29 @@ def shuffle_section(
     groups: dict[tuple[str, str], list[tuple[float, list[bool]]]] = defaultdict(list)
     at_gold: dict[str, list[bool]] = defaultdict(list)
     chosen: dict[str, int] = defaultdict(int)
-    gold: dict[str, int] = defaultdict(int)
-    for _base, rows in complete:
+    for turns in complete:
         hits = []
-        for row in rows:
-            (group, hit), = _cells(stem, row, quirks)
+        for row in turns:
+            ((group, hit),) = _cells(stem, row, quirks)
             hits.append(hit)
-            letter = str(row.row.get("answer", "")).strip()[:1]
-            at_gold[letter].append(hit)
-            gold[letter] += 1
+            at_gold[str(row.row.get("answer", "")).strip()[:1]].append(hit)
             said = row.model_response if isinstance(row.model_response, str) else ""
             chosen[said if said in LETTERS else "other"] += 1
         circular.append(float(all(hits)))
-        clusters.append(str(rows[0].row.get("image_paths")))
+        clusters.append(str(turns[0].row.get("image_paths")))
         groups[group].append((float(all(hits)), hits))
-    total = sum(gold.values())
+    total = sum(len(h) for h in at_gold.values())
     ci = clustered_interval(circular, clusters)
-    rotated = [h for _, rows in complete for h in (_cells(stem, r, quirks)[0][1] for r in rows)]
-    positions = sorted(set(gold) | {k for k in chosen if k != "other"})
+    positions = sorted(set(at_gold) | {k for k in chosen if k != "other"})
+    official_right = [
+        _cells(stem, official[item_key(t[0].key or "")[0]], quirks)[0][1] for t in complete
+    ]
     return {
         "items": len(complete),
         "incomplete": incomplete,
         "rows": total,
-        "accuracy": sum(rotated) / len(rotated),
-        "accuracy_official": sum(
-            _cells(stem, official[b], quirks)[0][1] for b, _ in complete
-        ) / len(complete),
+        "accuracy": sum(sum(h) for h in at_gold.values()) / total,
+        "accuracy_official": sum(official_right) / len(complete),
         "circular_accuracy": sum(circular) / len(circular),
         "ci": ci.as_dict() if ci is not None else None,
         "by_gold_position": {
@@ -192,14 +204,18 @@ def shuffle_section(
             if at_gold[p]
         },
         "position_share": {
-            **{p: {"chosen": chosen[p] / total, "gold": gold[p] / total} for p in positions},
+            **{
+                p: {"chosen": chosen[p] / total, "gold": len(at_gold[p]) / total} for p in positions
+            },
             "other": {"chosen": chosen["other"] / total, "gold": 0.0},
         },
         "groups": _shuffle_groups(groups),
     }
 
 
-def _shuffle_groups(groups: Mapping[tuple[str, str], list[tuple[float, list[bool]]]]) -> dict[str, Any]:
+def _shuffle_groups(
+    groups: Mapping[tuple[str, str], list[tuple[float, list[bool]]]],
+) -> dict[str, Any]:
     out: dict[str, dict[str, Any]] = {}
     for (modality, name), items in groups.items():
         rows = [h for _, hits in items for h in hits]

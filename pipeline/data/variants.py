@@ -137,7 +137,9 @@ def swapped(sample: Sample, pool: ImagePool, images: ImageFolder) -> Sample | st
     return replace(sample, image=path, row=row)
 
 
-def variants(sample: Sample, control: str, pool: ImagePool, images: ImageFolder) -> Iterator[Sample]:
+def variants(
+    sample: Sample, control: str, pool: ImagePool, images: ImageFolder
+) -> Iterator[Sample]:
     """Yield what a control sends for one item (nothing when it does not apply to it)."""
     if sample.kind not in APPLIES[control]:
         return
