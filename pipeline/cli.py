@@ -232,14 +232,17 @@ def _view(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.plan.controls import control_lines, control_plan
     from pipeline.plan.estimate import estimate
     from pipeline.plan.view import plan_json, plan_lines
 
-    plan = estimate(load_config(vars(args), keys=False))
+    cfg = load_config(vars(args), keys=False)
+    plan, controls = estimate(cfg), control_plan(cfg, args.controls)
     if args.json:
-        print(orjson.dumps(plan_json(plan)).decode())
+        extra = {"controls": {c.name: c.to_json() for c in controls}} if controls else {}
+        print(orjson.dumps({**plan_json(plan), **extra}).decode())
         return ExitCode.OK
-    for line in plan_lines(plan):
+    for line in plan_lines(plan) + control_lines(controls):
         console.print(escape(line), highlight=False, soft_wrap=True)
     return ExitCode.OK
 

@@ -25,7 +25,7 @@ LEVELS = ("modality", "organ", "lesion", "diagnosis")
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {"DRVD_CACHE_DIR": str(cache), "DRVD_PAGE": "off", "DRVD_API_KEY": "k"}
+    return {"DRVD_CACHE_DIR": str(cache), "DRVD_PAGE": "off", "DRVD_API_KEY": "sk-controls-test"}
 
 
 def _eval(url: str, data: Path, out: Path, env: dict[str, str], *extra: str) -> None:
@@ -34,6 +34,17 @@ def _eval(url: str, data: Path, out: Path, env: dict[str, str], *extra: str) -> 
         "--run-name", "r", "--judge", "none", "--quiet", *extra, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def _plan(url: str, data: Path, out: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = drvd(
+        "plan", "--model", "openai:fake", "--base-url", url, "--data", data, "--out", out,
+        "--run-name", "r", "--judge", "none", "--controls", "no-image,other-image", "--json",
+        "--price-in", "2.5", "--price-out", "10", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    controls: dict[str, Any] = orjson.loads(done.stdout)["controls"]
+    return controls
 
 
 def _rows(data: Path, stem: str) -> list[dict[str, Any]]:
@@ -65,13 +76,15 @@ def prior(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
         _eval(server.url, data, out, env)
         run = out / "r"
         before = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".jsonl", ".json")}
-        evaluated = ledger(server.root)["requests"]
+        evaluated, paid_eval = ledger(server.root)["requests"], ledger(server.root)["paid"]
+        plan = _plan(server.url, data, out, env)
         done = drvd("controls", run, "--controls", "no-image,other-image", "--quiet", env=env)
         assert done.returncode == 0, done.stderr
         paid = ledger(server.root)["paid"]
         again = drvd("controls", run, "--controls", "no-image,other-image", "--quiet", env=env)
         assert again.returncode == 0, again.stderr
         repaid = ledger(server.root)["paid"] - paid
+        replan = _plan(server.url, data, out, env)
     after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name in before}
     return {
         "run": run,
@@ -81,7 +94,9 @@ def prior(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
         "before": before,
         "after": after,
         "repaid": repaid,
-        "stdout": done.stdout,
+        "plan": plan,
+        "replan": replan,
+        "paid": paid - paid_eval,
     }
 
 
@@ -137,6 +152,18 @@ def test_reliance_equals_a_recount_from_the_servers_ledger(
             assert got["reliance"]["low"] <= got["reliance"]["value"] <= got["reliance"]["high"]
     assert controls["other-image"]["seed"] == 0
     assert "report_generation" in controls["no-image"]["skipped"]
+
+
+def test_plan_prices_the_controls_then_finds_them_done(prior: dict[str, Any], data: Path) -> None:
+    before, after = prior["plan"], prior["replan"]
+    # Every request the plan said it would send was paid, once; after, nothing is left.
+    assert before["no-image"]["to_send"] + before["other-image"]["to_send"] == prior["paid"]
+    items = sum(len(_rows(data, stem)) for stem in FILES)  # MCQ and joint items, no report
+    assert before["no-image"]["items"] == before["other-image"]["items"] == items
+    assert before["no-image"]["cost_usd"] > 0
+    assert before["no-image"]["prompt_tokens"] < before["other-image"]["prompt_tokens"]
+    assert after["no-image"]["to_send"] == after["other-image"]["to_send"] == 0
+    assert after["no-image"]["done"] == before["no-image"]["requests"]
 
 
 def test_controls_never_change_the_runs_files_and_a_rerun_pays_nothing(
@@ -227,3 +254,26 @@ def test_kill_9_mid_controls_then_rerun_loses_nothing(data: Path, tmp_path: Path
     assert kept >= 10
     got = orjson.loads((run / "controls.json").read_bytes())["controls"]["shuffle"]
     assert got["files"]["visual_evidence_qa"]["items"] == len(items)
+
+
+def test_max_cost_caps_the_controls_and_a_rerun_pays_only_the_rest(
+    data: Path, tmp_path: Path
+) -> None:
+    env, out = _env(tmp_path / "cache"), tmp_path / "runs"
+    flags = ("--behaviour", "prior", "--truth", str(data))
+    price = ("--price-in", "1000", "--price-out", "1000")  # about $0.12 a request
+    with server_process(*flags) as server:
+        _eval(server.url, data, out, env, "--files", "visual_evidence_qa", *price)
+        run, paid_eval = out / "r", ledger(server.root)["paid"]
+        capped = drvd("controls", run, "--controls", "no-image", "--max-cost", "1", env=env)
+        assert capped.returncode == 4, capped.stderr
+        assert "--max-cost" in capped.stderr
+        paid_capped = ledger(server.root)["paid"] - paid_eval
+        rows = lines_of(run / "controls" / "no-image" / "visual_evidence_qa.jsonl")
+        spent = sum(r["_meta"]["usage"]["cost_usd"] for r in rows)
+        assert 0 < spent <= 1.0
+        assert 0 < paid_capped < len(_rows(data, "visual_evidence_qa"))
+        done = drvd("controls", run, "--controls", "no-image", "--max-cost", "100", env=env)
+        assert done.returncode == 0, done.stderr
+        paid = ledger(server.root)["paid"] - paid_eval
+    assert paid == len(_rows(data, "visual_evidence_qa"))  # the rest, and nothing twice

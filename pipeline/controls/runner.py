@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import EvalConfig
-from pipeline.controls.settings import CONTROLS_DIR
 from pipeline.data.dataset import find_root, present_files, samples_within
-from pipeline.data.variants import APPLIES, ImagePool, variants, without_image
+from pipeline.data.variants import APPLIES, CONTROLS_DIR, ImagePool, variants, without_image
 from pipeline.errors import ExitCode
 from pipeline.model.budget import Budget
 from pipeline.model.cache import ResponseCache

@@ -18,7 +18,6 @@ from pipeline.records import FILES
 from pipeline.results import read_run
 from pipeline.scoring.summary import SUMMARY_NAME, read_summary
 
-CONTROLS_DIR = "controls"  # RUN/controls/<control>/: each control's rows, apart from the run's
 GIVEN_PRICE = "--price-in/--price-out"
 
 

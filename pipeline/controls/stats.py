@@ -23,8 +23,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.controls.settings import CONTROLS_DIR
-from pipeline.data.variants import CONTROLS, LETTERS, SKIPPED, item_key
+from pipeline.data.variants import CONTROLS, CONTROLS_DIR, LETTERS, SKIPPED, item_key
 from pipeline.files import write_atomic
 from pipeline.records import FILES, JOINT_LEVELS, ResultRow, Usage
 from pipeline.results import read_run

@@ -36,6 +36,7 @@ SKIPPED = {
     "no control is run on it",
     "joint": "a joint prompt's options sit inside one text: it is not shuffled",
 }
+CONTROLS_DIR = "controls"  # RUN/controls/<control>/: each control's rows, apart from the run's
 ROTATION_SEP = "@"  # a shuffle variant's key: "<item key>@<rotation>"
 
 
