@@ -277,3 +277,30 @@ def test_max_cost_caps_the_controls_and_a_rerun_pays_only_the_rest(
         assert done.returncode == 0, done.stderr
         paid = ledger(server.root)["paid"] - paid_eval
     assert paid == len(_rows(data, "visual_evidence_qa"))  # the rest, and nothing twice
+
+
+def test_the_random_baseline_gets_a_controls_section_and_score_ignores_the_controls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DRVD_PAGE", raising=False)
+    sample = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample"
+    out = tmp_path / "runs"
+    done = drvd("eval", "--model", "random", "--data", sample, "--out", out, "--run-name", "d",
+                "--judge", "none", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = out / "d"
+    summary = (run / "summary.json").read_bytes()
+    done = drvd("controls", run, "--quiet")
+    assert done.returncode == 0, done.stderr
+    page = (run / "report.html").read_text(encoding="utf-8")
+    controls = orjson.loads((run / "controls.json").read_bytes())["controls"]
+    assert list(controls) == ["no-image", "shuffle", "other-image"]
+    for name in controls:
+        assert f'data-control="{name}"' in page
+    # The random baseline ignores the image: no reliance at all, and the page says so.
+    assert controls["no-image"]["files"]["independent_qa"]["reliance"]["value"] == 0.0
+    assert "+0.0%" in page
+    # A rescore of the run reads its own files only: the controls' rows stay out.
+    done = drvd("score", run, "--page", "off")
+    assert done.returncode == 0, done.stderr
+    assert (run / "summary.json").read_bytes() == summary

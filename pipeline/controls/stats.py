@@ -30,8 +30,8 @@ from pipeline.results import read_run
 from pipeline.scoring.clustered import clustered_interval, paired_difference
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, score_row
 from pipeline.scoring.summary import read_summary
+from pipeline.views.page_controls import CONTROLS_NAME
 
-CONTROLS_NAME = "controls.json"
 LABELS = {
     "no-image": "deviation: each request sent without its image",
     "shuffle": "deviation: each multiple-choice item asked under every cyclic rotation of its "
