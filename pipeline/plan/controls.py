@@ -162,7 +162,11 @@ def control_lines(estimates: Sequence[ControlEstimate]) -> list[str]:
         lines.append(
             f"control {e.name}: {e.items:,} items, {e.requests:,} requests{official}, "
             f"{e.done:,} done, {e.send:,} to send: {e.prompt_tokens:,} prompt + "
-            f"{e.completion_tokens:,} completion tokens; cost {cost}; about "
-            f"{e.seconds / 60:,.1f} min"
+            f"{e.completion_tokens:,} completion tokens; cost {cost}; about {_duration(e.seconds)}"
         )
     return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
