@@ -26,6 +26,7 @@ from pipeline.model.responder import Responder
 from pipeline.records import ChatRequest, Outcome, Sample
 from pipeline.results import read_run
 from pipeline.run.runner import Run, RunResult
+from pipeline.views.progress import RunProgress
 
 _STOPS = (ExitCode.FATAL, ExitCode.COST, ExitCode.WRITE)  # a control that ends so stops the rest
 
@@ -66,11 +67,30 @@ class ControlRun(Run):
             if sample.key in wanted and sample.problem is None:
                 yield from variants(sample, self.control, self.pool, self.images)
 
+    async def _prepare(self) -> RunProgress:
+        progress = await super()._prepare()
+        progress.resize(self._requests())
+        return progress
+
+    def _requests(self) -> int:
+        """Return how many requests the control makes over the run's items (shuffle: n each)."""
+        total = 0
+        for stem in self.stems:
+            wanted = self.items.get(stem, {})
+            for s in samples_within(self.root, stem, None, _ignore, check_images=False):
+                if s.key in wanted and s.kind in APPLIES[self.control]:
+                    total += len(s.row.get("options") or ()) if self.control == "shuffle" else 1
+        return total
+
     def run_info(self) -> dict[str, Any]:
         """Return the run's settings, labelled with the control (a deviation by design)."""
         info = super().run_info()
         info["control"] = {"name": self.control, "seed": self.pool.seed}
         return info
+
+
+def _ignore(_error: object) -> None:
+    """Lines that are no rows: the run reported them already."""
 
 
 def control_dir(run_dir: Path, control: str) -> Path:
@@ -97,9 +117,7 @@ def image_pool(cfg: EvalConfig, seed: int) -> ImagePool:
     root = find_root(cfg.data)
     rows: list[Mapping[str, object]] = []
     for stem in present_files(root):
-        rows += [
-            s.row for s in samples_within(root, stem, None, lambda _e: None, check_images=False)
-        ]
+        rows += [s.row for s in samples_within(root, stem, None, _ignore, check_images=False)]
     return ImagePool.of(rows, seed)
 
 
