@@ -304,3 +304,30 @@ def test_the_random_baseline_gets_a_controls_section_and_score_ignores_the_contr
     done = drvd("score", run, "--page", "off")
     assert done.returncode == 0, done.stderr
     assert (run / "summary.json").read_bytes() == summary
+
+
+def test_other_image_keeps_its_seed(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample"
+    out = tmp_path / "runs"
+    done = drvd("eval", "--model", "random", "--data", sample, "--out", out, "--run-name", "d",
+                "--judge", "none", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = out / "d"
+    first = drvd("controls", run, "--controls", "other-image", "--seed", "7", "--quiet")
+    assert first.returncode == 0, first.stderr
+    rows = lines_of(run / "controls" / "other-image" / "independent_qa.jsonl")
+    swapped = [r["control"]["image"] for r in rows]
+    # Another image of the item's own modality, never its own.
+    shown: dict[str, set[str]] = defaultdict(set)  # image → the modalities rows give it
+    for path in sample.glob("*.jsonl"):
+        for r in lines_of(path):
+            shown[r["image_paths"]].add(r["modality"])
+    for row, image in zip(rows, swapped, strict=True):
+        assert image != row["image_paths"]
+        assert row["modality"] in shown[image]
+    other = drvd("controls", run, "--controls", "other-image", "--seed", "8", "--quiet")
+    assert other.returncode == 2
+    assert "--seed 7" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    seeded = orjson.loads((run / "controls.json").read_bytes())["controls"]["other-image"]
+    assert seeded["seed"] == 7

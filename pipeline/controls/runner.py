@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.config import EvalConfig
 from pipeline.data.dataset import find_root, present_files, samples_within
 from pipeline.data.variants import APPLIES, CONTROLS_DIR, ImagePool, variants, without_image
-from pipeline.errors import ExitCode
+from pipeline.errors import ConfigError, ExitCode
 from pipeline.model.budget import Budget
 from pipeline.model.cache import ResponseCache
 from pipeline.model.factory import make_judge, make_responder
@@ -26,6 +26,7 @@ from pipeline.model.responder import Responder
 from pipeline.records import ChatRequest, Outcome, Sample
 from pipeline.results import read_run
 from pipeline.run.runner import Run, RunResult
+from pipeline.scoring.summary import read_summary
 from pipeline.views.progress import RunProgress
 
 _STOPS = (ExitCode.FATAL, ExitCode.COST, ExitCode.WRITE)  # a control that ends so stops the rest
@@ -93,6 +94,17 @@ def _ignore(_error: object) -> None:
     """Lines that are no rows: the run reported them already."""
 
 
+def _same_seed(run_dir: Path, seed: int) -> None:
+    """Refuse to mix two seeds' swapped images in one other-image control."""
+    recorded = (read_summary(control_dir(run_dir, "other-image")).get("run") or {}).get("control")
+    if isinstance(recorded, dict) and recorded.get("seed") not in (None, seed):
+        msg = (
+            f"{control_dir(run_dir, 'other-image')} was drawn with --seed {recorded['seed']}: "
+            f"pass that seed to go on, or remove the folder to draw again with {seed}"
+        )
+        raise ConfigError(msg)
+
+
 def control_dir(run_dir: Path, control: str) -> Path:
     """Return the folder of one control's rows."""
     return run_dir / CONTROLS_DIR / control
@@ -146,6 +158,8 @@ async def run_controls(
         show_progress: draw each control's progress.
     """
     run_dir = cfg.run_dir
+    if "other-image" in names:
+        _same_seed(run_dir, seed)
     pool = image_pool(cfg, seed)
     done: list[tuple[str, RunResult]] = []
     async with AsyncExitStack() as stack:

@@ -110,7 +110,9 @@ def paired_section(
     if not cells:
         return None
     out = _reliance(*_columns(cells))
-    out["items"] = sum(1 for k in official if k in control and control[k].error is None)
+    out["items"] = sum(
+        r.error is None and k in control and control[k].error is None for k, r in official.items()
+    )
     out["missing"] = missing
     groups: dict[str, dict[str, Any]] = {}
     for modality, sub in _by_group(cells).items():
