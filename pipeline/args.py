@@ -234,7 +234,12 @@ def _controls_parser(sub: Any) -> None:
     ct.add_argument("run_dir", type=Path, metavar="RUN")
     ct.add_argument("--controls", help=f"comma list of {','.join(CONTROLS)} (default: all three)")
     ct.add_argument(
-        "--seed", dest="control_seed", metavar="N", type=int, default=0, help="other-image's seed (default 0)"
+        "--seed",
+        dest="control_seed",
+        metavar="N",
+        type=int,
+        default=0,
+        help="other-image's seed (default 0)",
     )
     ct.add_argument(
         "--max-cost",
