@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.prompts import PROTOCOLS
+from pipeline.data.variants import CONTROLS
 from pipeline.knobs import DEFAULT_OUT, KNOBS
 from pipeline.records import FILES
 
@@ -177,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--model", required=True, help="alias (see `drvd models`) or openai:<model-id>")
     pl.add_argument("--run-name", help="the run folder whose answered rows count as done")
     pl.add_argument("--json", action="store_true", help="print the estimate as one JSON object")
+    pl.add_argument(
+        "--controls",
+        help="also estimate these controls of the run (comma list of " + ",".join(CONTROLS) + ")",
+    )
     _run_flags(ev)
     _run_flags(sw)
     _run_flags(pl)
@@ -203,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="folder for the leaderboard, tests and plots"
     )
 
+    _controls_parser(sub)
+
     vi = sub.add_parser("view", help="print the path of a run's report.html (written if missing)")
     vi.add_argument("run_dir", type=Path)
     vi.add_argument("--open", action="store_true", help="open it in the default browser")
@@ -216,3 +223,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
     )
     return parser
+
+
+CONTROLS_HELP = (
+    "Ask RUN's answered items again under a labelled change, with RUN's recorded settings\n"
+    "(model, endpoint, protocol, data, judge), into RUN/controls/<control>/, then write\n"
+    "RUN/controls.json and the page's Controls section. RUN's own results never change.\n"
+    "  no-image     each request without its image: reliance = accuracy with - without\n"
+    "  shuffle      every cyclic rotation of the options: circular accuracy, position bias\n"
+    "  other-image  the image swapped for another of the same modality (seeded)\n"
+    "Cached and resumable like eval; `plan --controls` prices them first."
+)
+
+
+def _controls_parser(sub: Any) -> None:
+    """Add `controls RUN`: its pace, cache and cap flags (the rest is read from RUN)."""
+    ct = sub.add_parser(
+        "controls",
+        help="ask a run's items again without the image, with options rotated, or another image",
+        description=CONTROLS_HELP,
+        formatter_class=RawDescriptionHelpFormatter,
+    )
+    ct.add_argument("run_dir", type=Path, metavar="RUN")
+    ct.add_argument("--controls", help=f"comma list of {','.join(CONTROLS)} (default: all three)")
+    ct.add_argument(
+        "--seed",
+        dest="control_seed",
+        metavar="N",
+        type=int,
+        default=0,
+        help="other-image's seed (default 0)",
+    )
+    ct.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="the controls together take no new row past USD; exit 4 (DRVD_MAX_COST)",
+    )
+    ct.add_argument("--base-url", help="the run's endpoint with credentials, if it had them")
+    ct.add_argument("--judge-base-url", help="the judge's endpoint with credentials")
+    ct.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
+    ct.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
+    ct.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
+    ct.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
+    ct.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    ct.add_argument(
+        "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
+    )
+    ct.add_argument("--cache-dir", type=Path, help="response cache (DRVD_CACHE_DIR)")
+    ct.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ct.add_argument("--page", choices=("on", "off"), help="rewrite RUN's report.html (DRVD_PAGE)")
+    ct.add_argument("--quiet", action="store_true", help="no progress display")

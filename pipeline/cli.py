@@ -1,4 +1,4 @@
-"""Command line: `drvd eval | sweep | plan | score | view | compare | cache | models`. The only place that maps errors to exits."""
+"""Command line: `drvd eval | sweep | plan | score | view | controls | compare | cache | models`. The only place that maps errors to exits."""
 
 from __future__ import annotations
 
@@ -240,16 +240,61 @@ def _view(args: argparse.Namespace, console: Console) -> int:
 
 
 def _plan(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.plan.controls import control_lines, control_plan
     from pipeline.plan.estimate import estimate
     from pipeline.plan.view import plan_json, plan_lines
 
-    plan = estimate(load_config(vars(args), keys=False))
+    cfg = load_config(vars(args), keys=False)
+    plan, controls = estimate(cfg), control_plan(cfg, args.controls)
     if args.json:
-        print(orjson.dumps(plan_json(plan)).decode())
+        extra = {"controls": {c.name: c.to_json() for c in controls}} if controls else {}
+        print(orjson.dumps({**plan_json(plan), **extra}).decode())
         return ExitCode.OK
-    for line in plan_lines(plan):
+    for line in plan_lines(plan) + control_lines(controls):
         console.print(escape(line), highlight=False, soft_wrap=True)
     return ExitCode.OK
+
+
+def _controls(args: argparse.Namespace, console: Console) -> int:
+    from pipeline.controls.runner import run_controls
+    from pipeline.controls.settings import answered_items, run_config
+    from pipeline.controls.stats import controls_lines, write_controls
+    from pipeline.data.variants import parse_controls
+
+    try:
+        names = parse_controls(args.controls)
+    except ValueError as exc:
+        msg = f"--controls: {exc}"
+        raise ConfigError(msg) from exc
+    cfg, run_dir = run_config(args.run_dir, vars(args)), args.run_dir
+    if not any((items := answered_items(run_dir)).values()):
+        msg = f"{run_dir}: no answered rows to control; run eval first"
+        raise ConfigError(msg)
+    console.print(
+        f"[bold]drvd controls[/] {','.join(names)} of {run_dir} model={cfg.spec.alias} "
+        f"({cfg.spec.model}) protocol={cfg.protocol} → {run_dir}/controls/",
+        highlight=False,
+    )
+    with run_lock(run_dir, "controls"):
+        try:
+            coro = run_controls(
+                cfg, names, items, seed=args.control_seed, show_progress=not args.quiet
+            )
+            result = _run(coro)
+        except (KeyboardInterrupt, Stopped) as exc:
+            write_controls(
+                run_dir, model=cfg.spec.alias, quirks=cfg.official_quirks
+            )  # what the rows saved so far say
+            return _stopped(exc)
+        summary = write_controls(run_dir, model=cfg.spec.alias, quirks=cfg.official_quirks)
+        if page(args.page) and (
+            note := try_write_report(run_dir, read_summary(run_dir), cfg.cache_dir)
+        ):
+            print(note, file=sys.stderr)
+    for line in controls_lines(summary):
+        console.print(escape(line), highlight=False, soft_wrap=True)
+    codes = [_ended(r, who=f"{name}: ") for name, r in result.results]
+    return max(codes or [ExitCode.OK], key=WORST.index)
 
 
 def _cache(args: argparse.Namespace, console: Console) -> int:
@@ -332,6 +377,8 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return _view(args, console)
     if args.command == "cache":
         return _cache(args, console)
+    if args.command == "controls":
+        return _controls(args, console)
     if args.command == "compare":
         from pipeline.compare.comparison import run_compare
 

@@ -291,7 +291,7 @@ class BatchAPI:
                 error = {"error": {"message": message, "type": "server_error", "code": None}}
                 return _line(line, status=500, body=error), True
             return _line(line, error={"code": "server_error", "message": message}), True
-        reply = server._reply("ok", body)
+        reply = server._reply("ok", body, entry)
         entry.outcome, entry.status, entry.shape = "ok", 200, reply.shape
         entry.prompt_tokens = server._billed(body)  # billed as the chat route bills
         completion = orjson.loads(

@@ -41,6 +41,8 @@ from aiohttp import web
 from fakebatch import BatchAPI, BatchConfig
 from fakebehaviour import BEHAVIOURS, Behaviour, make_behaviour
 from fakebilling import BILLING, qwen_prompt_tokens
+from fakelooks import BEHAVIOURS as LOOKS
+from fakelooks import behaviour as looks
 from fakereplies import (
     ERROR_200_BODIES,
     PAID_SHAPES,
@@ -166,7 +168,7 @@ class FakeConfig:
     redirect: int | None = None  # when set, every request gets this status and `redirect_to`
     redirect_to: str = ""
     served_model: str | None = None  # reported model; None echoes the requested one
-    answer_fn: Callable[[dict[str, Any]], str] | None = None  # replaces default_answer
+    answer_fn: Callable[[dict[str, Any]], str | None] | None = None  # None: default_answer
     replies: str = "plain"  # "plain" | "varied" (see CHOICE_PHRASINGS)
     judge_reply: str = "letter"  # one of JUDGE_REPLIES
     clock: Callable[[], float] = time.monotonic  # for the RPM window and ledger times
@@ -220,6 +222,7 @@ class LedgerEntry:
     shape: str = ""
     prompt_tokens: int = 0  # what usage.prompt_tokens billed (0: no completion sent)
     custom_id: str = ""  # a Batch API line's custom_id ("" for the chat route)
+    answer: str = ""  # the answer a completion sent carried (before any reply shape)
 
     @property
     def paid(self) -> bool:
@@ -549,7 +552,7 @@ class FakeServer:
         outcome, cfg = entry.outcome, self.config
         headers = {"x-request-id": f"req-{len(self.ledger.entries)}", **self.limit_headers()}
         if outcome in ("ok", "blank_json", "empty_choices", *PAID_SHAPES):
-            reply = self._reply(outcome, payload)
+            reply = self._reply(outcome, payload, entry)
             entry.shape = "empty_choices" if outcome == "empty_choices" else reply.shape
             entry.prompt_tokens = self._billed(payload)
             body = self._completion(
@@ -590,10 +593,13 @@ class FakeServer:
             )
         return web.Response(status=500, text=f"fakeserver: unknown outcome {outcome!r}")
 
-    def _reply(self, outcome: str, payload: dict[str, Any]) -> Reply:
-        """Build the success an outcome names, with the answer default_answer/answer_fn gives."""
+    def _reply(self, outcome: str, payload: dict[str, Any], entry: LedgerEntry) -> Reply:
+        """Build the success an outcome names, with the answer answer_fn/default_answer gives."""
         cfg = self.config
-        answer = cfg.answer_fn(payload) if cfg.answer_fn else default_answer(payload, cfg)
+        answer = cfg.answer_fn(payload) if cfg.answer_fn else None
+        if answer is None:  # an answer_fn returns None for requests it leaves to the default
+            answer = default_answer(payload, cfg)
+        entry.answer = answer
         text = _split_messages(payload)[1]
         wrong = wrong_letters(answer, _option_blocks(text), dict(_OPTION_TEXT.findall(text)))
         if outcome in PAID_SHAPES:
@@ -794,9 +800,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--behaviour",
-        metavar="NAME:P",
-        help=f"a model of known behaviour, right with probability P; NAME: {', '.join(BEHAVIOURS)}"
-        " (fakebehaviour.py)",
+        metavar="NAME[:P]",
+        help=f"a model of known behaviour, with --truth: {', '.join([*BEHAVIOURS, *LOOKS])}"
+        " (fakebehaviour.py, fakelooks.py)",
     )
     p.add_argument("--batch-delay", type=float, default=0.2, help="seconds until a batch ends")
     p.add_argument(
@@ -809,6 +815,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-max-bytes", type=int, default=200_000_000, help="largest upload (else 413)"
     )
     return p.parse_args(argv)
+
+
+def _named(args: argparse.Namespace, names: object) -> bool:
+    """Whether --behaviour names one of `names` (with --truth, which each needs)."""
+    name = str(args.behaviour or "").partition(":")[0]
+    return bool(args.truth) and name in names  # type: ignore[operator]
 
 
 def config_from_args(args: argparse.Namespace) -> FakeConfig:
@@ -838,13 +850,16 @@ def config_from_args(args: argparse.Namespace) -> FakeConfig:
         redirect=args.redirect,
         redirect_to=args.redirect_to,
         served_model=args.served_model,
+        answer_fn=looks(args.behaviour, args.truth) if _named(args, LOOKS) else None,
         replies=args.replies,
         judge_reply=args.judge_reply,
         default_outcome=args.default_outcome,
         reasoning=args.reasoning,
         think_tokens=args.think_tokens,
         bill=args.bill,
-        behaviour=make_behaviour(args.behaviour, args.truth, args.seed) if args.behaviour else None,
+        behaviour=make_behaviour(args.behaviour, args.truth, args.seed)
+        if args.behaviour and not _named(args, LOOKS)
+        else None,
         batch=BatchConfig(
             delay=args.batch_delay,
             fail_rate=args.batch_fail_rate,

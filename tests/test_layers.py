@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plan",),
     ("views",),
     ("run",),
+    ("controls",),
     ("compare",),
     ("args", "cli", "__init__", "__main__"),
 )

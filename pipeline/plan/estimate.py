@@ -346,7 +346,7 @@ def _file(
         judge_calls=calls,
         judge_prompt_tokens=judge_prompt,
         judge_completion_tokens=judge_completion,
-        seconds=_seconds(cfg, send, round(prompt), reply) if remote else 0.0,
+        seconds=send_seconds(cfg, send, round(prompt), reply) if remote else 0.0,
         images=len(sizes),
         per_image=sum(m * m for m in sizes) / len(samples) if samples else 0.0,
     )
@@ -381,7 +381,7 @@ def _judge(
     return 0.0, 0.0, 0.0
 
 
-def _seconds(cfg: EvalConfig, calls: int, prompt: int, reply: float) -> float:
+def send_seconds(cfg: EvalConfig, calls: int, prompt: int, reply: float) -> float:
     """Return the seconds `calls` take at the model's limits and the assumed latency."""
     if not calls:
         return 0.0

@@ -41,6 +41,7 @@ from pipeline.records import JOINT_LEVELS, ImageSpec, ResultRow, Sample
 from pipeline.redact import show_url
 from pipeline.results import read_run
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, Family, score_row
+from pipeline.views.page_controls import CONTROLS_NAME, controls_section
 from pipeline.views.page_tables import headline, heat_maps, samples_table, settings_table
 from pipeline.views.plots import write_plots
 from pipeline.views.terminal import render
@@ -106,12 +107,22 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], cache_root: Path | N
         "HEAT": heat_maps(summary),
         "SAMPLES": samples_table(summary),
         "PLOTS": figures,
+        "CONTROLS": controls_section(_controls(run_dir)),
     }
     head, tail = _TEMPLATE.read_text(encoding="utf-8").split("{{DATA}}")
     head = re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], head)  # one pass: no re-scan
     path = run_dir / REPORT_NAME
     write_atomic(path, [head.encode(), blob, tail.encode()])
     return path
+
+
+def _controls(run_dir: Path) -> dict[str, Any] | None:
+    """Return RUN/controls.json, or None when the run has none (or it is unreadable)."""
+    try:
+        data = orjson.loads((run_dir / CONTROLS_NAME).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def card(

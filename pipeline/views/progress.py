@@ -79,6 +79,12 @@ class RunProgress:
         if self._bar is not None:
             self._task = self._bar.add_task(label, total=total, stats="")
 
+    def resize(self, total: int) -> None:
+        """Set the rows to do (a control's run counts its variants, not the file's rows)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def line(self, stats: dict[str, Any]) -> str:
         """Return one status line from counters and the running score."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
