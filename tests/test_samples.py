@@ -262,14 +262,19 @@ def test_the_temperature_0_files_are_named_in_a_warning(sampled: SimpleNamespace
     assert sampled.summary["run"]["deviations"] == {}
 
 
-def test_plan_counts_the_new_samples_only(sampled: SimpleNamespace) -> None:
-    args = [
+def _plan(sampled: SimpleNamespace, k: int) -> Any:
+    """`plan --samples K --json` on the sampled run's folder and cache; it must succeed."""
+    done = drvd(
         "plan", "--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--data",
         sampled.data, "--out", sampled.run.parent, "--run-name", "r", "--cache-dir",
-        sampled.cache, "--judge", "none", "--samples", "7", "--json",
-    ]  # fmt: skip
-    done = drvd(*args)
+        sampled.cache, "--judge", "none", "--samples", str(k), "--json",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_plan_counts_the_new_samples_only(sampled: SimpleNamespace) -> None:
+    done = _plan(sampled, 7)
     plan = orjson.loads(done.stdout)
     assert plan["samples"] == 7
     assert plan["rows"] == 7 * ROWS
@@ -282,13 +287,7 @@ def test_plan_counts_the_new_samples_only(sampled: SimpleNamespace) -> None:
 def test_plan_credits_k_samples_only_with_a_design_effect_measured_over_k(
     sampled: SimpleNamespace,
 ) -> None:
-    args = [
-        "plan", "--model", "openai:m", "--base-url", "http://127.0.0.1:9/v1", "--data",
-        sampled.data, "--out", sampled.run.parent, "--run-name", "r", "--cache-dir",
-        sampled.cache, "--judge", "none", "--samples", "5", "--json",
-    ]  # fmt: skip
-    done = drvd(*args)
-    assert done.returncode == 0, done.stderr
+    done = _plan(sampled, 5)
     found = orjson.loads(done.stdout)["detectable"]
     c = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(0.8)
     for stem in MCQ:
