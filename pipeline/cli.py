@@ -76,6 +76,9 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         render(result.summary, console)
     page = f"report: {cfg.run_dir / REPORT_NAME}" if cfg.page else "page: off (`view` draws it)"
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  {page}")
+    from pipeline.share.commands import try_write_parquet
+
+    try_write_parquet(cfg.run_dir)
     return _ended(result)
 
 
@@ -91,6 +94,11 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         _run(sweep.execute())
     except (KeyboardInterrupt, Stopped) as exc:
         stopped = exc  # every run wrote its partial summary
+    from pipeline.share.commands import try_write_parquet
+
+    for entry in sweep.entries:
+        if entry.result is not None:
+            try_write_parquet(entry.cfg.run_dir)
     codes = [_ended(e.result, e.error, f"{e.cfg.spec.alias}: ") for e in sweep.entries]
     for line in sweep.report(codes):
         console.print(escape(line), highlight=False, soft_wrap=True)
@@ -334,6 +342,13 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return _cache(args, console)
     if args.command == "compare":
         from pipeline.compare.comparison import run_compare
+        from pipeline.share.parquet import write_runs_parquet
 
-        return run_compare(args.runs, args.out)
+        code = run_compare(args.runs, args.out)
+        write_runs_parquet(list(args.runs), args.out / "all.parquet")
+        return code
+    if args.command in ("bundle", "verify"):
+        from pipeline.share.commands import run_share
+
+        return run_share(args)
     return _models(args, console)

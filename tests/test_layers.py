@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("views",),
     ("run",),
     ("compare",),
+    ("share",),
     ("args", "cli", "__init__", "__main__"),
 )
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
