@@ -164,6 +164,12 @@ def test_no_key_or_url_password_enters_the_bundle(tmp_path):
     assert drvd("verify", out, env=ENV).returncode == 0
 
 
+def query_all(sql: str) -> list[Any]:
+    relation = duckdb.sql(sql)
+    assert relation is not None
+    return relation.fetchall()
+
+
 def _results_rows(run_dir: Path) -> int:
     folders = [run_dir, *sorted((run_dir / "samples").iterdir())]
     return sum(len(lines_of(f / f"{stem}.jsonl")) for f in folders for stem in FILES)
@@ -172,15 +178,15 @@ def _results_rows(run_dir: Path) -> int:
 def test_parquet_has_every_row_and_duckdb_accuracies_equal_the_summary(run, tmp_path):
     run_dir = run[0]
     parquet = (run_dir / "results.parquet").as_posix()
-    count = duckdb.sql(f"select count(*) from '{parquet}'").fetchall()
+    count = query_all(f"select count(*) from '{parquet}'")
     assert count[0][0] == _results_rows(run_dir) > 0
-    assert duckdb.sql(f"select count(distinct sample) from '{parquet}'").fetchall() == [(2,)]
+    assert query_all(f"select count(distinct sample) from '{parquet}'") == [(2,)]
     summary: dict[str, Any] = orjson.loads((run_dir / "summary.json").read_bytes())
     query = (
         f"select file, sum(correct::int), count(*) from '{parquet}' where sample = 0 "
         "and max_hits = 1 group by file"
     )
-    got = {f: (c, n) for f, c, n in duckdb.sql(query).fetchall()}
+    got = {f: (c, n) for f, c, n in query_all(query)}
     assert set(got) == {"independent_qa", "visual_evidence_qa"}
     for stem, (correct, n) in got.items():
         section = summary["files"][stem]
@@ -189,5 +195,5 @@ def test_parquet_has_every_row_and_duckdb_accuracies_equal_the_summary(run, tmp_
     out = tmp_path / "cmp"
     proc = drvd("compare", run_dir, run_dir, "--out", out, env=ENV)
     assert proc.returncode == 0, proc.stderr
-    both = duckdb.sql(f"select count(*) from '{(out / 'all.parquet').as_posix()}'").fetchall()
+    both = query_all(f"select count(*) from '{(out / 'all.parquet').as_posix()}'")
     assert both == [(2 * count[0][0],)]

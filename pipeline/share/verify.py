@@ -40,16 +40,20 @@ def _extract(bundle: Path, into: Path) -> Path:
             for member in tar.getmembers():
                 parts = PurePosixPath(member.name).parts
                 if not member.isfile() or member.name.startswith("/") or ".." in parts:
-                    raise BadBundle(f"{bundle}: unexpected member {member.name!r}")
+                    msg = f"{bundle}: unexpected member {member.name!r}"
+                    raise BadBundle(msg)
                 if member.size > _LIMIT or len(parts) < 2:
-                    raise BadBundle(f"{bundle}: unexpected member {member.name!r}")
+                    msg = f"{bundle}: unexpected member {member.name!r}"
+                    raise BadBundle(msg)
                 roots.add(parts[0])
             tar.extractall(into, filter="data")
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         reason = " ".join(str(exc).split())
-        raise BadBundle(f"{bundle}: not a readable bundle ({reason})") from exc
+        msg = f"{bundle}: not a readable bundle ({reason})"
+        raise BadBundle(msg) from exc
     if len(roots) != 1:
-        raise BadBundle(f"{bundle}: expected one run folder, found {len(roots)}")
+        msg = f"{bundle}: expected one run folder, found {len(roots)}"
+        raise BadBundle(msg)
     return into / roots.pop()
 
 
@@ -57,9 +61,11 @@ def _load(path: Path, what: str) -> dict[str, Any]:
     try:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
-        raise BadBundle(f"{what}: missing or not JSON ({exc})") from exc
+        msg = f"{what}: missing or not JSON ({exc})"
+        raise BadBundle(msg) from exc
     if not isinstance(data, dict):
-        raise BadBundle(f"{what}: not a JSON object")
+        msg = f"{what}: not a JSON object"
+        raise BadBundle(msg)
     return data
 
 
@@ -77,11 +83,11 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         if isinstance(a, bool) or isinstance(b, bool):
-            return a == b
+            return bool(a == b)
         if isinstance(a, int | float) and isinstance(b, int | float):
             return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12)
         return False
-    return type(a) is type(b) and a == b
+    return type(a) is type(b) and bool(a == b)
 
 
 def summary_differences(run_dir: Path, stored: dict[str, Any]) -> list[str]:
@@ -148,7 +154,8 @@ def verify(target: Path, data_dir: Path | None = None) -> list[str]:
         elif target.is_file():
             run_dir = _extract(target, Path(tmp))
         else:
-            raise BadBundle(f"{target}: no such bundle or run folder")
+            msg = f"{target}: no such bundle or run folder"
+            raise BadBundle(msg)
         manifest = _load(run_dir / MANIFEST_NAME, f"{target}: {MANIFEST_NAME}")
         stored = _load(run_dir / SUMMARY_NAME, f"{target}: {SUMMARY_NAME}")
         lines = hash_differences(run_dir, manifest)
