@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("run",),
     ("compare",),
     ("share",),
-    ("args", "cli", "__init__", "__main__"),
+    ("api", "args", "cli", "__init__", "__main__"),
 )
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 400
