@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 _HOMES = {
-    **dict.fromkeys(("Comparison", "FileScore", "RunSummary", "compare", "evaluate", "score"), "pipeline.api"),
+    **dict.fromkeys(
+        ("Comparison", "FileScore", "RunSummary", "compare", "evaluate", "score"), "pipeline.api"
+    ),
     "EvalConfig": "pipeline.config",
     "load_config": "pipeline.config",
     "RunResult": "pipeline.run.runner",

@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ve = sub.add_parser("verify", help="re-score a bundle or run offline; check numbers, hashes")
     ve.add_argument("target", type=Path, metavar="BUNDLE_OR_RUN")
-    ve.add_argument("--data", type=Path, help="the dataset: check its files and images too")
+    ve.add_argument(
+        "--data", dest="dataset", type=Path, help="the dataset: check its files and images too"
+    )
 
     vi = sub.add_parser("view", help="print the path of a run's report.html (written if missing)")
     vi.add_argument("run_dir", type=Path)

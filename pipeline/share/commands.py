@@ -21,7 +21,7 @@ def run_share(args: argparse.Namespace) -> int:
         print(f"bundle: {make_bundle(args.run_dir, args.out)}")
         return ExitCode.OK
     try:
-        lines = verify(args.target, args.data)
+        lines = verify(args.target, args.dataset)
     except BadBundle as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.FAILED_ROWS
