@@ -78,7 +78,8 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  {page}")
     from pipeline.share.commands import try_write_parquet
 
-    try_write_parquet(cfg.run_dir)
+    if result.exit_code != ExitCode.WRITE:  # a full disk is said once, by the run
+        try_write_parquet(cfg.run_dir)
     return _ended(result)
 
 
@@ -97,7 +98,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     from pipeline.share.commands import try_write_parquet
 
     for entry in sweep.entries:
-        if entry.result is not None:
+        if entry.result is not None and entry.result.exit_code != ExitCode.WRITE:
             try_write_parquet(entry.cfg.run_dir)
     codes = [_ended(e.result, e.error, f"{e.cfg.spec.alias}: ") for e in sweep.entries]
     for line in sweep.report(codes):
