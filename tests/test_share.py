@@ -78,6 +78,8 @@ def test_a_bundle_verifies_from_another_folder_with_its_data(run, bundle, tmp_pa
     assert manifest["model_ids"] == ["random"]
     images = {p.relative_to(SAMPLE).as_posix() for p in (SAMPLE / "images").rglob("*.*")}
     assert set(manifest["data"]["images"]) == images
+    proc = drvd("verify", run[0], env=ENV)  # a run folder: its numbers re-scored
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     again = tmp_path / "again.tar.gz"
     assert drvd("bundle", run[0], "--out", again, env=ENV).returncode == 0
     assert again.read_bytes() == bundle.read_bytes()  # byte-stable

@@ -156,8 +156,10 @@ def verify(target: Path, data_dir: Path | None = None) -> list[str]:
         else:
             msg = f"{target}: no such bundle or run folder"
             raise BadBundle(msg)
-        manifest = _load(run_dir / MANIFEST_NAME, f"{target}: {MANIFEST_NAME}")
         stored = _load(run_dir / SUMMARY_NAME, f"{target}: {SUMMARY_NAME}")
+        if target.is_dir() and not (run_dir / MANIFEST_NAME).is_file():
+            return summary_differences(run_dir, stored)  # a run folder: its numbers only
+        manifest = _load(run_dir / MANIFEST_NAME, f"{target}: {MANIFEST_NAME}")
         lines = hash_differences(run_dir, manifest)
         lines += summary_differences(run_dir, stored)
         if data_dir is not None:
