@@ -10,15 +10,32 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from pipeline.api import Comparison, FileScore, RunSummary, compare, evaluate, score
     from pipeline.config import EvalConfig, load_config
     from pipeline.run.runner import RunResult, run_eval
     from pipeline.scoring.summary import score_run
 
 __version__ = "0.1.0"
 
-__all__ = ["EvalConfig", "RunResult", "__version__", "load_config", "run_eval", "score_run"]
+__all__ = [
+    "Comparison",
+    "EvalConfig",
+    "FileScore",
+    "RunResult",
+    "RunSummary",
+    "__version__",
+    "compare",
+    "evaluate",
+    "load_config",
+    "run_eval",
+    "score",
+    "score_run",
+]
 
 _HOMES = {
+    **dict.fromkeys(
+        ("Comparison", "FileScore", "RunSummary", "compare", "evaluate", "score"), "pipeline.api"
+    ),
     "EvalConfig": "pipeline.config",
     "load_config": "pipeline.config",
     "RunResult": "pipeline.run.runner",

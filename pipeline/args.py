@@ -210,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _controls_parser(sub)
 
+    bu = sub.add_parser("bundle", help="pack a run into one verifiable .tar.gz with a manifest")
+    bu.add_argument("run_dir", type=Path)
+    bu.add_argument("--out", type=Path, help="the archive (default: RUN.tar.gz beside the run)")
+
+    ve = sub.add_parser("verify", help="re-score a bundle or run offline; check numbers, hashes")
+    ve.add_argument("target", type=Path, metavar="BUNDLE_OR_RUN")
+    ve.add_argument(
+        "--data", dest="dataset", type=Path, help="the dataset: check its files and images too"
+    )
+
     vi = sub.add_parser("view", help="print the path of a run's report.html (written if missing)")
     vi.add_argument("run_dir", type=Path)
     vi.add_argument("--open", action="store_true", help="open it in the default browser")

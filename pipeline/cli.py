@@ -76,6 +76,10 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
         render(result.summary, console)
     page = f"report: {cfg.run_dir / REPORT_NAME}" if cfg.page else "page: off (`view` draws it)"
     console.print(f"results: {cfg.run_dir}/  summary: {cfg.run_dir / SUMMARY_NAME}  {page}")
+    from pipeline.share.commands import try_write_parquet
+
+    if result.exit_code != ExitCode.WRITE:  # a full disk is said once, by the run
+        try_write_parquet(cfg.run_dir)
     return _ended(result)
 
 
@@ -91,6 +95,11 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         _run(sweep.execute())
     except (KeyboardInterrupt, Stopped) as exc:
         stopped = exc  # every run wrote its partial summary
+    from pipeline.share.commands import try_write_parquet
+
+    for entry in sweep.entries:
+        if entry.result is not None and entry.result.exit_code != ExitCode.WRITE:
+            try_write_parquet(entry.cfg.run_dir)
     codes = [_ended(e.result, e.error, f"{e.cfg.spec.alias}: ") for e in sweep.entries]
     for line in sweep.report(codes):
         console.print(escape(line), highlight=False, soft_wrap=True)
@@ -364,23 +373,24 @@ def _error(exc: Exception) -> tuple[int, str]:
     )
 
 
-def _command(args: argparse.Namespace, console: Console) -> int:
-    if args.command == "eval":
-        return _eval(args, console)
-    if args.command == "sweep":
-        return _sweep(args, console)
-    if args.command == "score":
-        return _score(args, console)
-    if args.command == "plan":
-        return _plan(args, console)
-    if args.command == "view":
-        return _view(args, console)
-    if args.command == "cache":
-        return _cache(args, console)
-    if args.command == "controls":
-        return _controls(args, console)
-    if args.command == "compare":
-        from pipeline.compare.comparison import run_compare
+def _compare(args: argparse.Namespace, _console: Console) -> int:
+    from pipeline.compare.comparison import run_compare
+    from pipeline.share.parquet import write_runs_parquet
 
-        return run_compare(args.runs, args.out)
-    return _models(args, console)
+    code = run_compare(args.runs, args.out)
+    if code == ExitCode.OK:
+        write_runs_parquet(list(args.runs), args.out / "all.parquet")
+    return code
+
+
+def _share(args: argparse.Namespace, _console: Console) -> int:
+    from pipeline.share.commands import run_share
+
+    return run_share(args)
+
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    commands = {"eval": _eval, "sweep": _sweep, "score": _score, "plan": _plan, "view": _view,
+                "cache": _cache, "controls": _controls, "compare": _compare, "bundle": _share,
+                "verify": _share}  # fmt: skip
+    return commands.get(args.command, _models)(args, console)

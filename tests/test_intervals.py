@@ -124,6 +124,12 @@ def test_the_bootstrap_agrees_with_the_sandwich_on_many_images() -> None:
     assert got["clusters"] == 300
     assert (got["seed"], got["replicates"]) == (SEED, REPLICATES)
     assert bootstrap_ci(values, clusters) == got  # seeded: the same rows give the same bytes
+    # The rows in another order (a live run records them as replies come back): the same.
+    order = list(range(len(values)))
+    random.Random(4).shuffle(order)
+    shuffled = bootstrap_ci([values[i] for i in order], [clusters[i] for i in order])
+    assert shuffled is not None
+    assert (shuffled["low"], shuffled["high"]) == pytest.approx((got["low"], got["high"]), abs=1e-9)
     other = bootstrap_ci(values, clusters, seed=SEED + 1)
     assert other is not None
     assert other["low"] != got["low"]

@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("run",),
     ("controls",),
     ("compare",),
-    ("args", "cli", "__init__", "__main__"),
+    ("share",),
+    ("api", "args", "cli", "__init__", "__main__"),
 )
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 MAX_LINES = 400

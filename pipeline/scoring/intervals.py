@@ -63,8 +63,11 @@ def bootstrap_ci(
         cell = sums.setdefault(cluster, [0.0, 0.0])
         cell[0] += value
         cell[1] += 1
-    totals = [t for t, _ in sums.values()]
-    rows = [n for _, n in sums.values()]
+    # Clusters in a fixed order (not the order rows arrived in, which a live run sets by when
+    # replies came back), so the same rows give the same interval live and re-scored.
+    cells = [sums[c] for c in sorted(sums, key=repr)]
+    totals = [t for t, _ in cells]
+    rows = [n for _, n in cells]
     groups = len(totals)
     low = high = None
     if groups >= 2:

@@ -1,0 +1,1 @@
+"""Sharing a run: a verifiable bundle (manifest, bundle, verify) and a Parquet export."""
