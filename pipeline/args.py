@@ -53,11 +53,7 @@ def _run_flags(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--out", type=Path, help=f"results folder (default: {DEFAULT_OUT}/)")
     ev.add_argument("--protocol", choices=PROTOCOLS, help="official (default) or notebook")
     ev.add_argument("--base-url", help="OpenAI-compatible endpoint (DRVD_BASE_URL)")
-    ev.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
-    ev.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
-    ev.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
-    ev.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
-    ev.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    _pace_flags(ev)
     ev.add_argument(
         "--max-tokens",
         type=int,
@@ -150,6 +146,15 @@ def _run_flags(ev: argparse.ArgumentParser) -> None:
         action="store_true",
         help="score the stripped raw reply by exact match, as the official scripts do",
     )
+
+
+def _pace_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that pace a run's requests (eval and controls take the same)."""
+    p.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
+    p.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
+    p.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
+    p.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
+    p.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,11 +277,7 @@ def _controls_parser(sub: Any) -> None:
     )
     ct.add_argument("--base-url", help="the run's endpoint with credentials, if it had them")
     ct.add_argument("--judge-base-url", help="the judge's endpoint with credentials")
-    ct.add_argument("--concurrency", type=int, help="requests in flight (DRVD_CONCURRENCY)")
-    ct.add_argument("--rpm", type=float, help="requests per minute (DRVD_RPM)")
-    ct.add_argument("--tpm", type=float, help="tokens per minute (DRVD_TPM)")
-    ct.add_argument("--max-retries", type=int, help="retries per row (DRVD_MAX_RETRIES)")
-    ct.add_argument("--timeout", type=float, help="seconds per attempt (DRVD_TIMEOUT)")
+    _pace_flags(ct)
     ct.add_argument(
         "--models-file", type=Path, help="TOML file of extra aliases (DRVD_MODELS_FILE)"
     )
