@@ -78,6 +78,15 @@ def read_run(
                 on_damage(damage_note(path, damaged, "skipped: run eval to re-run them"))
 
 
+def latest_rows(run_dir: Path) -> dict[str, dict[str, ResultRow]]:
+    """Return per results file the latest row of each key (a retried row's last line counts)."""
+    out: dict[str, dict[str, ResultRow]] = {}
+    for stem, row in read_run(run_dir):
+        if row.key is not None:
+            out.setdefault(stem, {})[row.key] = row
+    return out
+
+
 def _cut_torn_tail(path: Path) -> None:
     """Drop a last line without its newline: the row that was being written at a crash."""
     with path.open("rb+") as f:

@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.config import EvalConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.records import FILES
-from pipeline.results import read_run
+from pipeline.results import latest_rows
 from pipeline.scoring.summary import SUMMARY_NAME, read_summary
 
 GIVEN_PRICE = "--price-in/--price-out"
@@ -77,10 +77,7 @@ def run_config(
 
 def answered_items(run_dir: Path) -> dict[str, dict[str, str]]:
     """Return per file the run's answered items: key → image (the latest line of a key counts)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for stem, row in read_run(run_dir):
-        if row.key is not None:
-            latest.setdefault(stem, {})[row.key] = row
+    latest = latest_rows(run_dir)
     return {
         stem: {
             key: str(row.row.get("image_paths")) for key, row in rows.items() if row.error is None

@@ -26,7 +26,7 @@ import orjson
 from pipeline.data.variants import CONTROLS, CONTROLS_DIR, LETTERS, SKIPPED, item_key
 from pipeline.files import write_atomic
 from pipeline.records import FILES, JOINT_LEVELS, ResultRow, Usage
-from pipeline.results import read_run
+from pipeline.results import latest_rows
 from pipeline.scoring.clustered import clustered_interval, paired_difference
 from pipeline.scoring.official import FILE_FAMILY, KIND_FAMILY, score_row
 from pipeline.scoring.summary import read_summary
@@ -55,14 +55,6 @@ def _cells(stem: str, row: ResultRow, quirks: bool) -> list[Cell]:
             ((modality, level), hit) for level, hit in zip(JOINT_LEVELS, score.hits, strict=True)
         ]
     return [((modality, str(score.group[1])), score.hits[0])]
-
-
-def _latest(run_dir: Path) -> dict[str, dict[str, ResultRow]]:
-    out: dict[str, dict[str, ResultRow]] = {}
-    for stem, row in read_run(run_dir):
-        if row.key is not None:
-            out.setdefault(stem, {})[row.key] = row
-    return out
 
 
 def _reliance(
@@ -230,13 +222,13 @@ def _shuffle_groups(
 
 def controls_summary(run_dir: Path, *, model: str | None, quirks: bool = False) -> dict[str, Any]:
     """Return controls.json for every control RUN has rows of (RUN/controls/<control>/)."""
-    official = _latest(run_dir)
+    official = latest_rows(run_dir)
     out: dict[str, Any] = {"run": run_dir.name, "model": model, "note": NOTE, "controls": {}}
     for name in CONTROLS:
         folder = run_dir / CONTROLS_DIR / name
         if not folder.is_dir():
             continue
-        rows = _latest(folder)
+        rows = latest_rows(folder)
         usage = Usage()
         files: dict[str, Any] = {}
         for stem in FILES:
